@@ -1,0 +1,73 @@
+namespace Cdc.Configuration;
+
+/// <summary>The connector's configuration, bound from the <c>Cdc</c> section (appsettings.json, then environment).</summary>
+public sealed class CdcOptions
+{
+    public const string Section = "Cdc";
+
+    public PostgresOptions Postgres { get; set; } = new();
+    public KafkaOptions Kafka { get; set; } = new();
+    public RelayOptions Relay { get; set; } = new();
+}
+
+public sealed class PostgresOptions
+{
+    /// <summary>Npgsql connection string; the role needs REPLICATION (not superuser).</summary>
+    public string ConnectionString { get; set; } = "";
+
+    /// <summary>The outbox table, <c>schema.table</c> (or just <c>table</c> for <c>public</c>).</summary>
+    public string Table { get; set; } = "public.outbox";
+
+    /// <summary>Logical replication slot (pgoutput), created if missing.</summary>
+    public string Slot { get; set; } = "cdc_outbox";
+
+    /// <summary>Publication, created if missing as <c>FOR TABLE &lt;table&gt; WITH (publish = 'insert')</c>.</summary>
+    public string Publication { get; set; } = "cdc_outbox";
+
+    /// <summary>Column names of the outbox table.</summary>
+    public OutboxColumns Columns { get; set; } = new();
+}
+
+public sealed class OutboxColumns
+{
+    public string Id { get; set; } = "id";
+    public string AggregateType { get; set; } = "aggregate_type";
+    public string AggregateId { get; set; } = "aggregate_id";
+    public string EventType { get; set; } = "event_type";
+    public string Payload { get; set; } = "payload";
+    public string Headers { get; set; } = "headers";
+    public string CreatedAt { get; set; } = "created_at";
+}
+
+public sealed class KafkaOptions
+{
+    public string BootstrapServers { get; set; } = "";
+
+    /// <summary>Topic of each event; <c>{aggregate_type}</c> is replaced by the row's value.</summary>
+    public string TopicTemplate { get; set; } = "outbox.event.{aggregate_type}";
+
+    /// <summary>Where rows that cannot be published go, with an <c>error</c> header.</summary>
+    public string DeadLetterTopic { get; set; } = "outbox.dlq";
+
+    /// <summary>librdkafka producer properties, passed as is after the connector's defaults.</summary>
+    public Dictionary<string, string> Producer { get; set; } = new(StringComparer.Ordinal);
+}
+
+/// <summary>How the relay paces itself. Not in the public contract's table; defaults suit most users.</summary>
+public sealed class RelayOptions
+{
+    /// <summary>Events produced but not yet acknowledged; reading the slot pauses at this bound.</summary>
+    public int MaxInFlightEvents { get; set; } = 20_000;
+
+    /// <summary>Bytes (record values) produced but not yet acknowledged; reading pauses at this bound.</summary>
+    public long MaxInFlightBytes { get; set; } = 64L * 1024 * 1024;
+
+    /// <summary>How often the acknowledged position is sent to the server.</summary>
+    public TimeSpan ConfirmInterval { get; set; } = TimeSpan.FromMilliseconds(200);
+
+    /// <summary>How long a stop waits for in-flight events to be acknowledged before confirming and exiting.</summary>
+    public TimeSpan ShutdownTimeout { get; set; } = TimeSpan.FromSeconds(25);
+
+    /// <summary>Upper bound of the backoff between reconnects.</summary>
+    public TimeSpan MaxRetryBackoff { get; set; } = TimeSpan.FromSeconds(30);
+}

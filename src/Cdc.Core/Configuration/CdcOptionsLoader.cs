@@ -1,0 +1,102 @@
+using System.Text.RegularExpressions;
+using Microsoft.Extensions.Configuration;
+using Npgsql;
+
+namespace Cdc.Configuration;
+
+/// <summary>Binds and validates <see cref="CdcOptions"/>; every problem is reported with the key that causes it.</summary>
+public static partial class CdcOptionsLoader
+{
+    public static CdcOptions Load(IConfiguration configuration)
+    {
+        var options = new CdcOptions();
+        try
+        {
+            configuration.GetSection(CdcOptions.Section).Bind(options);
+        }
+        catch (InvalidOperationException e)
+        {
+            // The binder's message names the path ("Failed to convert configuration value at 'Cdc:Relay:X' ...").
+            var key = KeyInBinderMessage().Match(e.Message) is { Success: true } m ? m.Groups[1].Value : CdcOptions.Section;
+            throw new CdcConfigurationException(key, e.InnerException?.Message ?? e.Message, e);
+        }
+        Validate(options);
+        return options;
+    }
+
+    public static void Validate(CdcOptions options)
+    {
+        var pg = options.Postgres;
+        Require("Cdc:Postgres:ConnectionString", pg.ConnectionString);
+        try
+        {
+            var builder = new NpgsqlConnectionStringBuilder(pg.ConnectionString);
+            if (string.IsNullOrWhiteSpace(builder.Host))
+                throw new CdcConfigurationException("Cdc:Postgres:ConnectionString", "has no Host");
+        }
+        catch (Exception e) when (e is ArgumentException or FormatException or KeyNotFoundException)
+        {
+            // The message of Npgsql's parser does not echo the password; ours must not either.
+            throw new CdcConfigurationException("Cdc:Postgres:ConnectionString", $"is not a valid Npgsql connection string ({e.Message})");
+        }
+
+        TableName.Parse(pg.Table, "Cdc:Postgres:Table");
+        RequireIdentifier("Cdc:Postgres:Slot", pg.Slot, SlotName());
+        RequireIdentifier("Cdc:Postgres:Publication", pg.Publication, Identifier());
+
+        var c = pg.Columns;
+        foreach (var (name, value) in new[]
+                 {
+                     ("Id", c.Id), ("AggregateType", c.AggregateType), ("AggregateId", c.AggregateId),
+                     ("EventType", c.EventType), ("Payload", c.Payload), ("Headers", c.Headers), ("CreatedAt", c.CreatedAt),
+                 })
+            Require($"Cdc:Postgres:Columns:{name}", value);
+
+        var kafka = options.Kafka;
+        Require("Cdc:Kafka:BootstrapServers", kafka.BootstrapServers);
+        Require("Cdc:Kafka:TopicTemplate", kafka.TopicTemplate);
+        if (!Mapping.TopicRouter.IsValidTopicName(kafka.TopicTemplate.Replace(Mapping.TopicRouter.Placeholder, "x")))
+            throw new CdcConfigurationException("Cdc:Kafka:TopicTemplate",
+                $"'{kafka.TopicTemplate}' does not make a valid Kafka topic name (letters, digits, '.', '_', '-'; at most 249)");
+        if (!Mapping.TopicRouter.IsValidTopicName(kafka.DeadLetterTopic))
+            throw new CdcConfigurationException("Cdc:Kafka:DeadLetterTopic", $"'{kafka.DeadLetterTopic}' is not a valid Kafka topic name");
+        foreach (var (key, value) in kafka.Producer)
+            if (key.Length == 0 || value is null)
+                throw new CdcConfigurationException($"Cdc:Kafka:Producer:{key}", "needs a value");
+
+        var relay = options.Relay;
+        if (relay.MaxInFlightEvents < 1)
+            throw new CdcConfigurationException("Cdc:Relay:MaxInFlightEvents", "must be at least 1");
+        if (relay.MaxInFlightBytes < 1024)
+            throw new CdcConfigurationException("Cdc:Relay:MaxInFlightBytes", "must be at least 1024");
+        if (relay.ConfirmInterval <= TimeSpan.Zero)
+            throw new CdcConfigurationException("Cdc:Relay:ConfirmInterval", "must be positive");
+        if (relay.ShutdownTimeout <= TimeSpan.Zero)
+            throw new CdcConfigurationException("Cdc:Relay:ShutdownTimeout", "must be positive");
+        if (relay.MaxRetryBackoff <= TimeSpan.Zero)
+            throw new CdcConfigurationException("Cdc:Relay:MaxRetryBackoff", "must be positive");
+    }
+
+    static void Require(string key, string? value)
+    {
+        if (string.IsNullOrWhiteSpace(value))
+            throw new CdcConfigurationException(key, "is required");
+    }
+
+    static void RequireIdentifier(string key, string value, Regex pattern)
+    {
+        Require(key, value);
+        if (!pattern.IsMatch(value))
+            throw new CdcConfigurationException(key, $"'{value}' must be a lower-case PostgreSQL identifier (a-z, 0-9, _; at most 63)");
+    }
+
+    // Slot names are restricted by the server to lower-case letters, digits and underscores.
+    [GeneratedRegex("^[a-z0-9_]{1,63}$")]
+    private static partial Regex SlotName();
+
+    [GeneratedRegex("^[a-z_][a-z0-9_$]{0,62}$")]
+    private static partial Regex Identifier();
+
+    [GeneratedRegex("at '([^']+)'")]
+    private static partial Regex KeyInBinderMessage();
+}

@@ -1,0 +1,147 @@
+using System.Text;
+using System.Text.Json;
+using Cdc.Outbox.V1;
+using Confluent.Kafka;
+using Google.Protobuf;
+using Timestamp = Google.Protobuf.WellKnownTypes.Timestamp;
+
+namespace Cdc.Mapping;
+
+/// <summary>
+/// Turns an outbox row into the Kafka record the contract describes (topic, key, headers, Protobuf value),
+/// or into a dead-letter record that says why it cannot be published.
+/// </summary>
+public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic)
+{
+    public const string JsonContentType = "application/json";
+    public const string BytesContentType = "application/octet-stream";
+    public const string IdHeader = "id";
+    public const string EventTypeHeader = "event_type";
+    public const string ErrorHeader = "error";
+    const string ContentTypeHeader = "content-type";
+
+    static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
+    public string DeadLetterTopic { get; } = deadLetterTopic;
+
+    public MappingResult Map(OutboxRow row, TransactionInfo transaction)
+    {
+        var evt = new OutboxEvent
+        {
+            Id = row.Id,
+            AggregateType = row.AggregateType ?? "",
+            AggregateId = row.AggregateId ?? "",
+            EventType = row.EventType ?? "",
+            Payload = row.Payload is null ? ByteString.Empty : UnsafeByteOperations.UnsafeWrap(row.Payload),
+            CreatedAt = row.CreatedAt is { } created ? Timestamp.FromDateTime(DateTime.SpecifyKind(created, DateTimeKind.Utc)) : null,
+            Source = new Source
+            {
+                CommitLsn = transaction.CommitLsn,
+                TransactionId = transaction.Xid,
+                CommitTime = Timestamp.FromDateTime(DateTime.SpecifyKind(transaction.CommitTime, DateTimeKind.Utc)),
+            },
+        };
+
+        var headersError = ReadHeaders(row.HeadersJson, evt.Headers);
+        evt.PayloadContentType = ContentType(row.PayloadKind, evt.Headers);
+        if (headersError is not null)
+            return DeadLetterOf(evt, headersError);
+
+        var topic = router.Route(row.AggregateType, out var routeError);
+        if (topic is null)
+            return DeadLetterOf(evt, routeError!);
+
+        if (row.PayloadKind == PayloadKind.Bytes && IsJson(evt.PayloadContentType) && !IsUtf8(row.Payload))
+            return DeadLetterOf(evt, $"payload is bytea with content-type {evt.PayloadContentType} but is not valid UTF-8");
+
+        var headers = new Headers
+        {
+            { IdHeader, Encoding.UTF8.GetBytes(row.Id) },
+            { EventTypeHeader, Encoding.UTF8.GetBytes(evt.EventType) },
+        };
+        foreach (var (name, value) in evt.Headers)
+            headers.Add(name, Encoding.UTF8.GetBytes(value));
+
+        var key = Encoding.UTF8.GetBytes(evt.AggregateId);
+        return new MappingResult(new OutboxRecord(topic, key, headers, evt.ToByteArray()) { EventId = row.Id }, null);
+    }
+
+    /// <summary>
+    /// The dead-letter record for an event Kafka refused (e.g. too large): key = id, headers id and error, value = the
+    /// event, without the payload when <paramref name="dropPayload"/> says the payload is what is too large.
+    /// </summary>
+    public OutboxRecord DeadLetter(OutboxRecord refused, string error, bool dropPayload)
+    {
+        var evt = OutboxEvent.Parser.ParseFrom(refused.Value);
+        if (dropPayload)
+            evt.Payload = ByteString.Empty;
+        return DeadLetterOf(evt, error).DeadLetter!;
+    }
+
+    MappingResult DeadLetterOf(OutboxEvent evt, string error)
+    {
+        var headers = new Headers
+        {
+            { IdHeader, Encoding.UTF8.GetBytes(evt.Id) },
+            { ErrorHeader, Encoding.UTF8.GetBytes(error) },
+        };
+        var record = new OutboxRecord(DeadLetterTopic, Encoding.UTF8.GetBytes(evt.Id), headers, evt.ToByteArray()) { EventId = evt.Id };
+        return new MappingResult(null, record);
+    }
+
+    /// <summary>Reads the row's headers object into <paramref name="into"/>; non-string values travel as their JSON text.</summary>
+    static string? ReadHeaders(string? json, IDictionary<string, string> into)
+    {
+        if (json is null)
+            return null;
+        try
+        {
+            using var doc = JsonDocument.Parse(json);
+            if (doc.RootElement.ValueKind == JsonValueKind.Null)
+                return null;
+            if (doc.RootElement.ValueKind != JsonValueKind.Object)
+                return $"headers is a JSON {doc.RootElement.ValueKind.ToString().ToLowerInvariant()}, not an object";
+            foreach (var property in doc.RootElement.EnumerateObject())
+                into[property.Name] = property.Value.ValueKind == JsonValueKind.String
+                    ? property.Value.GetString()!
+                    : property.Value.GetRawText();
+            return null;
+        }
+        catch (JsonException e)
+        {
+            return $"headers is not valid JSON ({e.Message})";
+        }
+    }
+
+    static string ContentType(PayloadKind kind, IDictionary<string, string> headers)
+    {
+        if (kind == PayloadKind.Json)
+            return JsonContentType;
+        foreach (var (name, value) in headers)
+            if (string.Equals(name, ContentTypeHeader, StringComparison.OrdinalIgnoreCase) && value.Length > 0)
+                return value;
+        return BytesContentType;
+    }
+
+    static bool IsJson(string contentType)
+    {
+        var mediaType = contentType.Split(';')[0].Trim();
+        return mediaType.Equals(JsonContentType, StringComparison.OrdinalIgnoreCase)
+               || mediaType.EndsWith("+json", StringComparison.OrdinalIgnoreCase);
+    }
+
+    static bool IsUtf8(byte[]? bytes)
+    {
+        if (bytes is null)
+            return true;
+        try
+        {
+            StrictUtf8.GetCharCount(bytes);
+            return true;
+        }
+        catch (DecoderFallbackException)
+        {
+            return false;
+        }
+    }
+}

@@ -1,0 +1,16 @@
+using Confluent.Kafka;
+
+namespace Cdc.Mapping;
+
+/// <summary>A Kafka record built from one outbox row, ready to produce.</summary>
+public sealed record OutboxRecord(string Topic, byte[] Key, Headers Headers, byte[] Value)
+{
+    /// <summary>The row id, the dead-letter key should this record be rejected by Kafka.</summary>
+    public required string EventId { get; init; }
+}
+
+/// <summary>The result of mapping a row: a record to publish, or a dead letter with the reason.</summary>
+public readonly record struct MappingResult(OutboxRecord? Record, OutboxRecord? DeadLetter)
+{
+    public bool IsDeadLetter => DeadLetter is not null;
+}

@@ -1,0 +1,26 @@
+namespace Cdc.Mapping;
+
+/// <summary>How the payload column is stored, which decides the event's default content type.</summary>
+public enum PayloadKind
+{
+    Json,
+    Bytes,
+}
+
+/// <summary>One inserted outbox row, as read from the replication stream.</summary>
+public sealed class OutboxRow
+{
+    public string Id { get; set; } = "";
+    public string? AggregateType { get; set; }
+    public string? AggregateId { get; set; }
+    public string? EventType { get; set; }
+    /// <summary>jsonb: the JSON text in UTF-8; bytea: the bytes.</summary>
+    public byte[]? Payload { get; set; }
+    public PayloadKind PayloadKind { get; set; }
+    /// <summary>The row's headers column as JSON text, or null.</summary>
+    public string? HeadersJson { get; set; }
+    public DateTime? CreatedAt { get; set; }
+}
+
+/// <summary>The transaction a row was committed in, as the stream's Begin message tells it.</summary>
+public readonly record struct TransactionInfo(ulong CommitLsn, uint Xid, DateTime CommitTime);

@@ -1,0 +1,102 @@
+using Cdc.Configuration;
+using Cdc.Replication;
+using Cdc.Telemetry;
+using Microsoft.Extensions.Logging;
+using Npgsql;
+
+namespace Cdc.Relay;
+
+/// <summary>
+/// Runs relay sessions until stopped: after a failure it waits (backoff) and resumes from the slot, so nothing
+/// unacknowledged is skipped. Problems no retry fixes (configuration, privileges, wal_level, authorization) end it
+/// with an exception whose message says what to change.
+/// </summary>
+public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger, CdcMetrics metrics, RelayStatus status)
+{
+    // Server errors a retry cannot fix.
+    static readonly HashSet<string> FatalSqlStates =
+    [
+        PostgresErrorCodes.InvalidPassword, PostgresErrorCodes.InvalidAuthorizationSpecification,
+        PostgresErrorCodes.InvalidCatalogName, PostgresErrorCodes.InsufficientPrivilege,
+        // e.g. "can no longer get changes from replication slot": the slot was invalidated.
+        PostgresErrorCodes.ObjectNotInPrerequisiteState,
+    ];
+
+    static readonly TimeSpan InitialBackoff = TimeSpan.FromMilliseconds(500);
+    static readonly TimeSpan SlotBusyPoll = TimeSpan.FromSeconds(2);
+
+    public async Task RunAsync(CancellationToken stopping)
+    {
+        var backoff = InitialBackoff;
+        string? lastProblem = null;
+        while (!stopping.IsCancellationRequested)
+        {
+            TimeSpan delay;
+            string problem;
+            try
+            {
+                await using var session = await RelaySession.OpenAsync(options, logger, metrics, status, stopping);
+                if (lastProblem is not null)
+                    logger.LogInformation("Recovered: streaming again after {Problem}", lastProblem);
+                lastProblem = null;
+                backoff = InitialBackoff;
+                await session.RunAsync(stopping);
+                return;
+            }
+            catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.ObjectInUse)
+            {
+                // Another replica holds the slot (the server allows one reader): wait as a standby.
+                problem = "slot busy";
+                delay = SlotBusyPoll;
+                if (lastProblem != problem)
+                    logger.LogInformation("Slot {Slot} is in use by another reader ({Message}); waiting to take over",
+                        options.Postgres.Slot, e.MessageText);
+                lastProblem = problem;
+                await Delay(delay, stopping);
+                continue;
+            }
+            catch (PostgresException e) when (FatalSqlStates.Contains(e.SqlState))
+            {
+                throw new CdcStartupException($"PostgreSQL refused: {e.MessageText} ({e.SqlState}). Check Cdc:Postgres:ConnectionString and the role's privileges.", e);
+            }
+            catch (Exception e) when (e is not CdcStartupException and not CdcConfigurationException)
+            {
+                problem = Cause(e);
+                delay = backoff;
+                backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, options.Relay.MaxRetryBackoff.Ticks));
+                metrics.Restarted(problem);
+                // Logged once per change of state, not per attempt.
+                if (lastProblem != problem)
+                    logger.LogWarning("Stream interrupted ({Cause}): {Message}. Resuming from the slot with backoff (now {Delay})",
+                        problem, e.Message, delay);
+                else
+                    logger.LogDebug("Still failing ({Cause}): {Message}; retry in {Delay}", problem, e.Message, delay);
+                lastProblem = problem;
+            }
+            await Delay(delay, stopping);
+        }
+    }
+
+    static string Cause(Exception e) => e switch
+    {
+        DeliveryFailedException => "kafka delivery",
+        Confluent.Kafka.KafkaException => "kafka",
+        NpgsqlException or System.Net.Sockets.SocketException or IOException or TimeoutException => "postgres",
+        _ => "other",
+    };
+
+    static async Task Delay(TimeSpan delay, CancellationToken ct)
+    {
+        try
+        {
+            await Task.Delay(delay, ct);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+}

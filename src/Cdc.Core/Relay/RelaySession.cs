@@ -1,0 +1,348 @@
+using Cdc.Configuration;
+using Cdc.Mapping;
+using Cdc.Positions;
+using Cdc.Publishing;
+using Cdc.Replication;
+using Cdc.Telemetry;
+using Confluent.Kafka;
+using Microsoft.Extensions.Logging;
+using Npgsql;
+using Npgsql.Replication;
+using Npgsql.Replication.PgOutput;
+using Npgsql.Replication.PgOutput.Messages;
+using NpgsqlTypes;
+
+namespace Cdc.Relay;
+
+/// <summary>A delivery failed in a way a new stream and producer can fix; the session ends and the relay resumes from the slot.</summary>
+public sealed class DeliveryFailedException(string message) : Exception(message);
+
+/// <summary>
+/// One pass of the pipeline: a replication stream, a producer and a position tracker, from opening to the first
+/// failure or the stop. Reads the slot, maps each outbox insert, produces it, and confirms the slot to the
+/// tracker's watermark. Never reused: after a failure everything is rebuilt and the server resends from the slot.
+/// </summary>
+sealed class RelaySession : IAsyncDisposable
+{
+    static readonly TimeSpan ServerPositionInterval = TimeSpan.FromSeconds(5);
+
+    readonly CdcOptions _options;
+    readonly TableName _table;
+    readonly ILogger _logger;
+    readonly CdcMetrics _metrics;
+    readonly RelayStatus _status;
+    readonly LogicalReplicationConnection _connection;
+    readonly KafkaPublisher _publisher;
+    readonly OutboxEventMapper _mapper;
+    readonly PositionTracker _tracker;
+    readonly CancellationTokenSource _failed = new();
+    readonly Dictionary<uint, OutboxRelationLayout?> _layouts = [];
+    Exception? _failure;
+    volatile bool _stopping;
+    ulong _lastConfirmed;
+
+    RelaySession(CdcOptions options, ILogger logger, CdcMetrics metrics, RelayStatus status, LogicalReplicationConnection connection)
+    {
+        _options = options;
+        _table = TableName.Parse(options.Postgres.Table, "Cdc:Postgres:Table");
+        _logger = logger;
+        _metrics = metrics;
+        _status = status;
+        _connection = connection;
+        _mapper = new OutboxEventMapper(new TopicRouter(options.Kafka.TopicTemplate), options.Kafka.DeadLetterTopic);
+        _tracker = new PositionTracker(options.Relay.MaxInFlightEvents, options.Relay.MaxInFlightBytes);
+        _publisher = new KafkaPublisher(options.Kafka, logger, OnProducerError);
+    }
+
+    public static async Task<RelaySession> OpenAsync(CdcOptions options, ILogger logger, CdcMetrics metrics, RelayStatus status, CancellationToken ct)
+    {
+        await OutboxSlot.PrepareAsync(options.Postgres, logger, ct);
+        var connection = new LogicalReplicationConnection(options.Postgres.ConnectionString);
+        try
+        {
+            await connection.Open(ct);
+            var session = new RelaySession(options, logger, metrics, status, connection);
+            try
+            {
+                // Fail here, before reading anything, when no broker answers.
+                var brokers = await Task.Run(() => session._publisher.CountBrokers(TimeSpan.FromSeconds(10)), ct);
+                status.KafkaReachable = brokers > 0;
+                return session;
+            }
+            catch
+            {
+                await session.DisposeAsync();
+                throw;
+            }
+        }
+        catch
+        {
+            await connection.DisposeAsync();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Streams until <paramref name="stopping"/> fires (then lets in-flight events be acknowledged, confirms and
+    /// returns) or until something fails (then confirms what was acknowledged and throws).
+    /// </summary>
+    public async Task RunAsync(CancellationToken stopping)
+    {
+        using var readCancel = new CancellationTokenSource();
+        var read = ReadAsync(readCancel.Token);
+        var confirm = ConfirmLoopAsync(readCancel.Token);
+        var serverPosition = ServerPositionLoopAsync(readCancel.Token);
+        _status.Streaming = true;
+        try
+        {
+            var stopped = Task.Delay(Timeout.Infinite, stopping);
+            var failed = Task.Delay(Timeout.Infinite, _failed.Token);
+            var first = await Task.WhenAny(read, stopped, failed);
+
+            // Stop taking new work; the watermark keeps following acknowledgements of what is in flight.
+            _stopping = true;
+            _tracker.Seal();
+
+            if (first == read)
+            {
+                // The stream ended or broke: nothing can be confirmed on this connection any more.
+                await read;
+                throw new NpgsqlException("The replication stream ended.");
+            }
+
+            if (first == stopped && _failure is null)
+            {
+                var left = await Task.Run(() => _publisher.Flush(_options.Relay.ShutdownTimeout));
+                if (left > 0)
+                    _logger.LogWarning("Stopping with {Count} events not acknowledged; they will be sent again after restart", left);
+            }
+
+            await ConfirmAsync(CancellationToken.None);
+            _logger.LogInformation("Confirmed slot {Slot} at {Lsn}", _options.Postgres.Slot, new NpgsqlLogSequenceNumber(_lastConfirmed));
+            if (_failure is not null)
+                throw _failure;
+        }
+        finally
+        {
+            _status.Streaming = false;
+            await readCancel.CancelAsync();
+            await Quietly(read);
+            await Quietly(confirm);
+            await Quietly(serverPosition);
+        }
+    }
+
+    async Task ReadAsync(CancellationToken ct)
+    {
+        var slot = new PgOutputReplicationSlot(_options.Postgres.Slot);
+        // Binary values: no text parsing of uuid/timestamptz, bytea as is. Messages: heartbeats sent with pg_logical_emit_message.
+        var pgOptions = new PgOutputReplicationOptions(_options.Postgres.Publication, PgOutputProtocolVersion.V1, binary: true, messages: true);
+        _logger.LogInformation("Streaming slot {Slot} (publication {Publication}, table {Table})",
+            _options.Postgres.Slot, _options.Postgres.Publication, _table);
+
+        PositionTracker.Transaction? transaction = null;
+        var info = default(TransactionInfo);
+        await foreach (var message in _connection.StartReplication(slot, pgOptions, ct))
+        {
+            if (_stopping)
+                continue;
+            switch (message)
+            {
+                case BeginMessage begin:
+                    transaction = _tracker.Begin();
+                    info = new TransactionInfo((ulong)begin.TransactionFinalLsn, begin.TransactionXid, begin.TransactionCommitTimestamp);
+                    break;
+                case RelationMessage relation:
+                    _layouts[relation.RelationId] = OutboxRelationLayout.For(relation, _table, _options.Postgres.Columns);
+                    break;
+                case InsertMessage insert when transaction is not null
+                                               && _layouts.GetValueOrDefault(insert.Relation.RelationId) is { } layout:
+                    await _tracker.WaitForRoomAsync(ct);
+                    var row = await OutboxRowReader.ReadAsync(insert, layout, ct);
+                    Publish(_mapper.Map(row, info), transaction, info);
+                    break;
+                case CommitMessage commit when transaction is not null:
+                    _tracker.Commit(transaction, (ulong)commit.TransactionEndLsn);
+                    transaction = null;
+                    break;
+            }
+        }
+    }
+
+    void Publish(MappingResult mapped, PositionTracker.Transaction transaction, TransactionInfo info)
+    {
+        var record = mapped.Record ?? mapped.DeadLetter!;
+        var bytes = record.Value.Length + record.Key.Length;
+        _tracker.Add(transaction, bytes);
+        if (mapped.IsDeadLetter)
+            ProduceDeadLetter(record, transaction, bytes, Reason(record));
+        else
+            Produce(record, error => OnDelivery(error, record, transaction, bytes, info));
+    }
+
+    void OnDelivery(Error error, OutboxRecord record, PositionTracker.Transaction transaction, int bytes, TransactionInfo info)
+    {
+        switch (DeliveryErrors.Classify(error))
+        {
+            case DeliveryOutcome.Acknowledged:
+                _tracker.Acknowledge(transaction, bytes);
+                _status.KafkaReachable = true;
+                _metrics.Published((DateTime.UtcNow - info.CommitTime).TotalSeconds);
+                break;
+            case DeliveryOutcome.DeadLetter:
+                var reason = $"Kafka refused the record on {record.Topic}: {error.Code} ({error.Reason})";
+                ProduceDeadLetter(_mapper.DeadLetter(record, reason, DeliveryErrors.IsTooLarge(error)), transaction, bytes,
+                    DeliveryErrors.IsTooLarge(error) ? "too_large" : "rejected");
+                break;
+            default:
+                Fail(error, record);
+                break;
+        }
+    }
+
+    void ProduceDeadLetter(OutboxRecord deadLetter, PositionTracker.Transaction transaction, int bytes, string reason)
+    {
+        Produce(deadLetter, error =>
+        {
+            if (error.Code == ErrorCode.NoError)
+            {
+                _tracker.Acknowledge(transaction, bytes);
+                _metrics.DeadLettered(reason);
+            }
+            else
+            {
+                Fail(error, deadLetter);
+            }
+        });
+    }
+
+    /// <summary>Produces, turning an immediate refusal into the same report a delivery would give.</summary>
+    void Produce(OutboxRecord record, Action<Error> onDelivery)
+    {
+        while (true)
+        {
+            try
+            {
+                _publisher.Produce(record, onDelivery);
+                return;
+            }
+            catch (ProduceException<byte[], byte[]> e) when (e.Error.Code == ErrorCode.Local_QueueFull)
+            {
+                // librdkafka's own queue is full (its bound is set above ours unless overridden): wait for deliveries.
+                Thread.Sleep(5);
+            }
+            catch (ProduceException<byte[], byte[]> e)
+            {
+                onDelivery(e.Error);
+                return;
+            }
+        }
+    }
+
+    void Fail(Error error, OutboxRecord record)
+    {
+        _metrics.DeliveryFailed();
+        _status.KafkaReachable = false;
+        var outcome = DeliveryErrors.Classify(error);
+        Exception failure = outcome == DeliveryOutcome.Fatal
+            ? new CdcStartupException($"Kafka refused to take events on {record.Topic}: {error.Code} ({error.Reason}). " +
+                                      "Check the producer's credentials, ACLs and Cdc:Kafka:Producer settings.")
+            : new DeliveryFailedException($"Delivery to {record.Topic} failed: {error.Code} ({error.Reason})");
+        // Only the first failure counts; the rest follow from it.
+        if (Interlocked.CompareExchange(ref _failure, failure, null) is null)
+            _failed.Cancel();
+    }
+
+    void OnProducerError(Error error)
+    {
+        if (error.IsFatal)
+        {
+            // The idempotent producer cannot continue (e.g. a sequence gap): rebuild it and resume from the slot.
+            if (Interlocked.CompareExchange(ref _failure, new DeliveryFailedException($"Producer failed: {error.Code} ({error.Reason})"), null) is null)
+                _failed.Cancel();
+        }
+        else if (error.Code == ErrorCode.Local_AllBrokersDown)
+        {
+            _status.KafkaReachable = false;
+        }
+    }
+
+    async Task ConfirmLoopAsync(CancellationToken ct)
+    {
+        using var timer = new PeriodicTimer(_options.Relay.ConfirmInterval);
+        while (await timer.WaitForNextTickAsync(ct))
+        {
+            try
+            {
+                await ConfirmAsync(ct);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                _logger.LogDebug(e, "Could not send the slot position; retrying");
+            }
+        }
+    }
+
+    /// <summary>Sends the watermark to the server when it moved. Reads the received position first (see the tracker).</summary>
+    async Task ConfirmAsync(CancellationToken ct)
+    {
+        var received = (ulong)_connection.LastReceivedLsn;
+        var confirmable = _tracker.ConfirmableGiven(received);
+        _status.InFlightEvents = _tracker.InFlightEvents;
+        _status.InFlightBytes = _tracker.InFlightBytes;
+        if (confirmable <= _lastConfirmed)
+            return;
+        _connection.SetReplicationStatus(new NpgsqlLogSequenceNumber(confirmable));
+        await _connection.SendStatusUpdate(ct);
+        _lastConfirmed = confirmable;
+        _status.ConfirmedLsn = confirmable;
+    }
+
+    async Task ServerPositionLoopAsync(CancellationToken ct)
+    {
+        while (!ct.IsCancellationRequested)
+        {
+            try
+            {
+                await using var connection = new NpgsqlConnection(_options.Postgres.ConnectionString);
+                await connection.OpenAsync(ct);
+                await using var command = new NpgsqlCommand("SELECT pg_current_wal_lsn()", connection);
+                _status.ServerWalLsn = (ulong)(NpgsqlLogSequenceNumber)(await command.ExecuteScalarAsync(ct))!;
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                _logger.LogDebug(e, "Could not read the server's WAL position");
+            }
+            await Task.Delay(ServerPositionInterval, ct);
+        }
+    }
+
+    static string Reason(OutboxRecord deadLetter)
+    {
+        var error = deadLetter.Headers.TryGetLastBytes(OutboxEventMapper.ErrorHeader, out var bytes)
+            ? System.Text.Encoding.UTF8.GetString(bytes)
+            : "";
+        return error.StartsWith("aggregate_type", StringComparison.Ordinal) ? "unroutable"
+            : error.StartsWith("headers", StringComparison.Ordinal) ? "headers"
+            : "payload";
+    }
+
+    static async Task Quietly(Task task)
+    {
+        try
+        {
+            await task;
+        }
+        catch
+        {
+            // Ending the session; what failed was already reported.
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _publisher.Dispose();
+        await _connection.DisposeAsync();
+        _failed.Dispose();
+    }
+}

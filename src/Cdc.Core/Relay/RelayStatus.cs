@@ -1,0 +1,48 @@
+namespace Cdc.Relay;
+
+/// <summary>What the relay is doing now, for readiness and gauges. Written by the relay, read by anyone.</summary>
+public sealed class RelayStatus
+{
+    volatile bool _streaming;
+    volatile bool _kafkaReachable;
+    long _confirmedLsn;
+    long _serverWalLsn;
+    long _inFlightEvents;
+    long _inFlightBytes;
+
+    /// <summary>A replication stream is open and being read.</summary>
+    public bool Streaming { get => _streaming; set => _streaming = value; }
+
+    /// <summary>The brokers answered, and no failure was reported since.</summary>
+    public bool KafkaReachable { get => _kafkaReachable; set => _kafkaReachable = value; }
+
+    public bool Ready => Streaming && KafkaReachable;
+
+    /// <summary>The last position confirmed to the slot by this process.</summary>
+    public ulong ConfirmedLsn
+    {
+        get => (ulong)Interlocked.Read(ref _confirmedLsn);
+        set => Interlocked.Exchange(ref _confirmedLsn, (long)value);
+    }
+
+    /// <summary>The server's current WAL position, read periodically.</summary>
+    public ulong ServerWalLsn
+    {
+        get => (ulong)Interlocked.Read(ref _serverWalLsn);
+        set => Interlocked.Exchange(ref _serverWalLsn, (long)value);
+    }
+
+    public long InFlightEvents { get => Interlocked.Read(ref _inFlightEvents); set => Interlocked.Exchange(ref _inFlightEvents, value); }
+    public long InFlightBytes { get => Interlocked.Read(ref _inFlightBytes); set => Interlocked.Exchange(ref _inFlightBytes, value); }
+
+    /// <summary>WAL bytes the server keeps for this slot beyond what was confirmed (0 until both are known).</summary>
+    public long LagBytes
+    {
+        get
+        {
+            var server = ServerWalLsn;
+            var confirmed = ConfirmedLsn;
+            return server == 0 || confirmed == 0 || confirmed >= server ? 0 : (long)(server - confirmed);
+        }
+    }
+}

@@ -1,0 +1,53 @@
+using Cdc.Configuration;
+using Cdc.Relay;
+using Cdc.Telemetry;
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
+
+namespace Cdc.Worker;
+
+/// <summary>Wires the worker: configuration, the relay, health endpoints and telemetry. No logic of its own.</summary>
+static class CdcHost
+{
+    public const string DefaultUrls = "http://0.0.0.0:8080";
+
+    /// <summary>Builds the host; throws <see cref="CdcConfigurationException"/> when the configuration cannot work.</summary>
+    public static WebApplication Build(string[] args, IDictionary<string, string?>? overrides = null)
+    {
+        var builder = WebApplication.CreateBuilder(args);
+        if (overrides is not null)
+            builder.Configuration.AddInMemoryCollection(overrides);
+        if (string.IsNullOrEmpty(builder.Configuration["urls"]))
+            builder.WebHost.UseUrls(DefaultUrls);
+
+        var options = CdcOptionsLoader.Load(builder.Configuration);
+        builder.Services.AddSingleton(options);
+        builder.Services.AddSingleton<RelayStatus>();
+        builder.Services.AddSingleton<StartupFailure>();
+        builder.Services.AddSingleton(sp => new CdcMetrics(sp.GetRequiredService<RelayStatus>()));
+        builder.Services.AddSingleton<OutboxRelay>();
+        builder.Services.AddHostedService<RelayService>();
+        // The relay needs up to its own shutdown timeout to let in-flight events be acknowledged, then confirms.
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.Relay.ShutdownTimeout + TimeSpan.FromSeconds(4));
+
+        builder.Logging.AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "HH:mm:ss.fff ";
+        });
+
+        var otel = builder.Services.AddOpenTelemetry()
+            .ConfigureResource(r => r.AddService("cdc-outbox"))
+            .WithMetrics(m => m.AddMeter(CdcMetrics.MeterName).AddPrometheusExporter());
+        if (!string.IsNullOrEmpty(builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]))
+            otel.WithMetrics(m => m.AddOtlpExporter());
+
+        var app = builder.Build();
+        app.MapGet("/healthz", () => Results.Ok("ok"));
+        app.MapGet("/readyz", (RelayStatus status) => status.Ready
+            ? Results.Ok("ready")
+            : Results.Json(new { streaming = status.Streaming, kafkaReachable = status.KafkaReachable }, statusCode: 503));
+        app.MapPrometheusScrapingEndpoint("/metrics");
+        return app;
+    }
+}

@@ -1,0 +1,26 @@
+using Cdc.Configuration;
+using Cdc.Worker;
+using Cdc.Worker.Demo;
+
+if (args.Length > 0 && args[0] == "demo")
+    return await DemoCommand.RunAsync(args[1..]);
+
+WebApplication app;
+try
+{
+    app = CdcHost.Build(args);
+}
+catch (CdcConfigurationException e)
+{
+    Console.Error.WriteLine($"cdc: invalid configuration: {e.Message}");
+    return 2;
+}
+
+await app.RunAsync();
+var failure = app.Services.GetRequiredService<StartupFailure>().Message;
+if (failure is not null)
+{
+    Console.Error.WriteLine($"cdc: stopped: {failure}");
+    return 1;
+}
+return 0;
