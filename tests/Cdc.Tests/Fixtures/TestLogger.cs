@@ -1,0 +1,31 @@
+using Microsoft.Extensions.Logging;
+using Xunit.Abstractions;
+
+namespace Cdc.Tests.Fixtures;
+
+/// <summary>Writes the relay's logs to the test's output, so a failing test shows what the connector did.</summary>
+sealed class TestLoggerProvider(ITestOutputHelper output) : ILoggerProvider
+{
+    public ILogger CreateLogger(string categoryName) => new TestLogger(output, categoryName);
+    public void Dispose() { }
+
+    sealed class TestLogger(ITestOutputHelper output, string category) : ILogger
+    {
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+        public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Information;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            if (!IsEnabled(logLevel))
+                return;
+            try
+            {
+                output.WriteLine($"{DateTime.UtcNow:HH:mm:ss.fff} {logLevel} {category.Split('.')[^1]}: {formatter(state, exception)}{(exception is null ? "" : " " + exception.Message)}");
+            }
+            catch (InvalidOperationException)
+            {
+                // The test has finished; its output is closed.
+            }
+        }
+    }
+}
