@@ -16,11 +16,11 @@ catch (CdcConfigurationException e)
     return 2;
 }
 
+var failure = app.Services.GetRequiredService<StartupFailure>();
 await app.RunAsync();
-var failure = app.Services.GetRequiredService<StartupFailure>().Message;
-if (failure is not null)
+if (failure.Message is not null)
 {
-    Console.Error.WriteLine($"cdc: stopped: {failure}");
+    Console.Error.WriteLine($"cdc: stopped: {failure.Message}");
     return 1;
 }
 return 0;

@@ -64,12 +64,12 @@ public sealed class KafkaPublisher : IDisposable
 
     static void Log(ILogger logger, LogMessage message)
     {
+        // librdkafka logs every failed connection attempt; the relay logs state changes instead, so these stay at Debug.
         var level = message.Level switch
         {
-            SyslogLevel.Emergency or SyslogLevel.Alert or SyslogLevel.Critical or SyslogLevel.Error => LogLevel.Error,
-            SyslogLevel.Warning => LogLevel.Warning,
-            SyslogLevel.Notice or SyslogLevel.Info => LogLevel.Debug,
-            _ => LogLevel.Trace,
+            SyslogLevel.Emergency or SyslogLevel.Alert or SyslogLevel.Critical => LogLevel.Warning,
+            SyslogLevel.Debug => LogLevel.Trace,
+            _ => LogLevel.Debug,
         };
         logger.Log(level, "librdkafka {Facility}: {Message}", message.Facility, message.Message);
     }

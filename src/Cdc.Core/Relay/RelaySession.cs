@@ -66,7 +66,7 @@ sealed class RelaySession : IAsyncDisposable
             {
                 // Fail here, before reading anything, when no broker answers.
                 var brokers = await Task.Run(() => session._publisher.CountBrokers(TimeSpan.FromSeconds(10)), ct);
-                status.KafkaReachable = brokers > 0;
+                status.SetKafkaReachable(brokers > 0);
                 return session;
             }
             catch
@@ -186,7 +186,8 @@ sealed class RelaySession : IAsyncDisposable
         {
             case DeliveryOutcome.Acknowledged:
                 _tracker.Acknowledge(transaction, bytes);
-                _status.KafkaReachable = true;
+                if (_status.SetKafkaReachable(true))
+                    _logger.LogInformation("Kafka acknowledges events again");
                 _metrics.Published((DateTime.UtcNow - info.CommitTime).TotalSeconds);
                 break;
             case DeliveryOutcome.DeadLetter:
@@ -242,7 +243,7 @@ sealed class RelaySession : IAsyncDisposable
     void Fail(Error error, OutboxRecord record)
     {
         _metrics.DeliveryFailed();
-        _status.KafkaReachable = false;
+        _status.SetKafkaReachable(false);
         var outcome = DeliveryErrors.Classify(error);
         Exception failure = outcome == DeliveryOutcome.Fatal
             ? new CdcStartupException($"Kafka refused to take events on {record.Topic}: {error.Code} ({error.Reason}). " +
@@ -261,9 +262,9 @@ sealed class RelaySession : IAsyncDisposable
             if (Interlocked.CompareExchange(ref _failure, new DeliveryFailedException($"Producer failed: {error.Code} ({error.Reason})"), null) is null)
                 _failed.Cancel();
         }
-        else if (error.Code == ErrorCode.Local_AllBrokersDown)
+        else if (error.Code == ErrorCode.Local_AllBrokersDown && _status.SetKafkaReachable(false))
         {
-            _status.KafkaReachable = false;
+            _logger.LogWarning("Kafka unreachable ({Reason}); events stay in flight and the slot is not confirmed past them", error.Reason);
         }
     }
 

@@ -4,7 +4,7 @@ namespace Cdc.Relay;
 public sealed class RelayStatus
 {
     volatile bool _streaming;
-    volatile bool _kafkaReachable;
+    int _kafkaReachable;
     long _confirmedLsn;
     long _serverWalLsn;
     long _inFlightEvents;
@@ -14,7 +14,11 @@ public sealed class RelayStatus
     public bool Streaming { get => _streaming; set => _streaming = value; }
 
     /// <summary>The brokers answered, and no failure was reported since.</summary>
-    public bool KafkaReachable { get => _kafkaReachable; set => _kafkaReachable = value; }
+    public bool KafkaReachable => Volatile.Read(ref _kafkaReachable) == 1;
+
+    /// <summary>Records whether Kafka answers; true when that changed (so the change is logged once, not per event).</summary>
+    public bool SetKafkaReachable(bool reachable) =>
+        Interlocked.Exchange(ref _kafkaReachable, reachable ? 1 : 0) != (reachable ? 1 : 0);
 
     public bool Ready => Streaming && KafkaReachable;
 

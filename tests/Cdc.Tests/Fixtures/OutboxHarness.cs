@@ -238,6 +238,25 @@ public sealed class OutboxHarness : IAsyncDisposable
         }
     }
 
+    /// <summary>Waits until the server has sent the slot's reader everything up to <paramref name="lsn"/>.</summary>
+    public async Task WaitForSentAsync(ulong lsn, TimeSpan timeout)
+    {
+        await using var connection = new NpgsqlConnection(ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand("""
+            SELECT r.sent_lsn FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid
+            WHERE s.slot_name = $1
+            """, connection);
+        command.Parameters.AddWithValue(Options.Postgres.Slot);
+        var deadline = DateTime.UtcNow + timeout;
+        while (await command.ExecuteScalarAsync() is not NpgsqlLogSequenceNumber sent || (ulong)sent < lsn)
+        {
+            if (DateTime.UtcNow > deadline)
+                throw new TimeoutException($"The server did not send up to {new NpgsqlLogSequenceNumber(lsn)}");
+            await Task.Delay(50);
+        }
+    }
+
     /// <summary>Every record on the topic, read up to the high watermarks (what Kafka has acknowledged).</summary>
     public List<ConsumeResult<byte[], byte[]>> ReadTopic(string topic) => KafkaReader.ReadAll(BootstrapServers, topic);
 

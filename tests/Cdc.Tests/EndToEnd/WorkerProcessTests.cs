@@ -1,0 +1,104 @@
+using System.Text;
+using Cdc.Tests.Fixtures;
+using Confluent.Kafka;
+using Xunit.Abstractions;
+
+namespace Cdc.Tests.EndToEnd;
+
+/// <summary>The worker binary as it runs in production: a process configured by environment variables.</summary>
+public class WorkerProcessTests(ITestOutputHelper output, ServersFixture fixture) : IClassFixture<ServersFixture>
+{
+    static readonly TimeSpan Timeout = TimeSpan.FromSeconds(90);
+
+    [Fact]
+    public async Task A_worker_killed_hard_mid_stream_loses_nothing_when_started_again()
+    {
+        var servers = await fixture.GetAsync();
+        await using var outbox = await OutboxHarness.CreateAsync(servers, output, ["order", "customer"]);
+        var environment = WorkerProcess.Environment(outbox.Options);
+
+        var written = new List<TestEvent>();
+        async Task<ulong> WriteBatch(int n)
+        {
+            ulong commit = 0;
+            for (var t = 0; t < n; t++)
+            {
+                var events = Enumerable.Range(0, 10).Select(i =>
+                    new TestEvent(i % 2 == 0 ? "order" : "customer", $"a-{i % 4}", $"E{written.Count + i}")).ToArray();
+                written.AddRange(events);
+                commit = await outbox.CommitAsync(events);
+            }
+            return commit;
+        }
+
+        using (var first = WorkerProcess.Start(environment, output))
+        {
+            await first.WaitForOutputAsync("Streaming slot", Timeout);
+            var writing = WriteBatch(40);
+            await Task.Delay(300);
+            first.KillHard(); // mid-stream: some events produced, some confirmed, some neither
+            await writing;
+        }
+        var confirmedAtKill = await outbox.ConfirmedFlushLsnAsync();
+        var lastCommit = await WriteBatch(10);
+        Assert.True(confirmedAtKill < lastCommit);
+
+        using var second = WorkerProcess.Start(environment, output);
+        await outbox.WaitForConfirmedAsync(lastCommit, Timeout);
+
+        var delivered = outbox.ReadTopic(outbox.Topic("order")).Concat(outbox.ReadTopic(outbox.Topic("customer")))
+            .Select(r => Encoding.UTF8.GetString(r.Message.Headers.GetLastBytes("id"))).ToList();
+        Assert.Equal(written.Select(e => e.Id.ToString()).Order(), delivered.Distinct().Order());
+        output.WriteLine($"{written.Count} written, {delivered.Count} records, {delivered.Count - delivered.Distinct().Count()} duplicates after the kill");
+    }
+
+    [Fact]
+    public async Task SIGTERM_lets_in_flight_events_be_acknowledged_confirms_the_slot_and_exits_zero()
+    {
+        var servers = await fixture.GetAsync();
+        await using var outbox = await OutboxHarness.CreateAsync(servers, output, ["order"]);
+        var environment = WorkerProcess.Environment(outbox.Options);
+        // Batches wait 3 s in the producer, so events are surely in flight when the signal comes.
+        environment["Cdc__Kafka__Producer__linger.ms"] = "3000";
+        using var worker = WorkerProcess.Start(environment, output);
+        await worker.WaitForOutputAsync("Streaming slot", Timeout);
+
+        ulong lastCommit = 0;
+        for (var t = 0; t < 20; t++)
+            lastCommit = await outbox.CommitAsync(Enumerable.Range(0, 10).Select(i => new TestEvent("order", $"o-{i}", "E")).ToArray());
+        await outbox.WaitForSentAsync(lastCommit, Timeout);
+        await Task.Delay(300); // the worker reads what was sent; Kafka has not acknowledged it yet
+        Assert.True(await outbox.ConfirmedFlushLsnAsync() < lastCommit, "events should still be in flight");
+
+        var took = await worker.TerminateAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal(0, worker.ExitCode);
+        Assert.True(took < TimeSpan.FromSeconds(30), $"took {took}");
+        Assert.True(await outbox.ConfirmedFlushLsnAsync() >= lastCommit, "the slot was not confirmed after the in-flight events");
+        Assert.Equal(200, outbox.ReadTopic(outbox.Topic("order")).Count);
+        output.WriteLine($"exited in {took.TotalSeconds:F1}s with every event acknowledged and confirmed");
+    }
+
+    [Theory]
+    [InlineData("Cdc__Postgres__ConnectionString", null, 2, "Cdc:Postgres:ConnectionString (env Cdc__Postgres__ConnectionString): is required")]
+    [InlineData("Cdc__Kafka__BootstrapServers", "", 2, "Cdc:Kafka:BootstrapServers (env Cdc__Kafka__BootstrapServers): is required")]
+    [InlineData("Cdc__Postgres__Slot", "Not-Valid", 2, "Cdc:Postgres:Slot")]
+    [InlineData("Cdc__Postgres__Table", "public.no_such_table", 1, "Cdc:Postgres:Table (env Cdc__Postgres__Table): table public.no_such_table does not exist")]
+    [InlineData("Cdc__Postgres__Columns__Payload", "body", 1, "Cdc:Postgres:Columns:Payload (env Cdc__Postgres__Columns__Payload): table")]
+    public async Task Invalid_configuration_stops_the_worker_at_start_naming_the_key(string key, string? value, int exitCode, string message)
+    {
+        var servers = await fixture.GetAsync();
+        await using var outbox = await OutboxHarness.CreateAsync(servers, output, ["order"]);
+        var environment = WorkerProcess.Environment(outbox.Options);
+        environment[key] = value;
+        if (value is null)
+            environment.Remove(key);
+
+        using var worker = WorkerProcess.Start(environment, output);
+        await worker.WaitForExitAsync(Timeout);
+
+        Assert.Equal(exitCode, worker.ExitCode);
+        Assert.Contains(message, worker.Output);
+        Assert.DoesNotContain("   at ", worker.Output); // a message, not a stack trace
+    }
+}
