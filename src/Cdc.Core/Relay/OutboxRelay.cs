@@ -72,7 +72,7 @@ public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger,
                 // Logged once per change of state, not per attempt.
                 if (lastProblem != problem)
                     logger.LogWarning("Stream interrupted ({Cause}): {Message}. Resuming from the slot with backoff (now {Delay})",
-                        problem, e.Message, delay);
+                        problem, Describe(e), delay);
                 else
                     logger.LogDebug("Still failing ({Cause}): {Message}; retry in {Delay}", problem, e.Message, delay);
                 lastProblem = problem;
@@ -80,6 +80,10 @@ public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger,
             await Delay(delay, stopping);
         }
     }
+
+    /// <summary>The exception's message and its root cause's, which is often the useful part ("connection reset").</summary>
+    static string Describe(Exception e) =>
+        e.GetBaseException() is { } root && root != e ? $"{e.Message} ({root.GetType().Name}: {root.Message})" : e.Message;
 
     static string Cause(Exception e) => e switch
     {

@@ -1,7 +1,7 @@
 using System.Text;
 using Cdc.Embedded;
-using Cdc.Mapping;
 using Cdc.Outbox.V1;
+using Cdc.Relay;
 using Confluent.Kafka;
 using Npgsql;
 
@@ -55,7 +55,12 @@ static class DemoCommand
             ["Logging:LogLevel:Cdc"] = "Information",
         });
         await app.StartAsync();
-        Console.WriteLine("Connector started. Writing sample transactions to public.outbox:");
+        // The slot exists once the relay streams; rows committed before that would not be captured.
+        var status = app.Services.GetRequiredService<RelayStatus>();
+        var streaming = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (!status.Streaming && DateTime.UtcNow < streaming)
+            await Task.Delay(50);
+        Console.WriteLine("Connector streaming. Writing sample transactions to public.outbox:");
 
         var expected = await WriteSamplesAsync(postgres.ConnectionString);
         var received = Consume(kafka.BootstrapServers, expected, TimeSpan.FromSeconds(60));
@@ -173,9 +178,10 @@ static class DemoCommand
         await using var connection = new NpgsqlConnection(connectionString);
         await connection.OpenAsync();
         await using var command = new NpgsqlCommand(
-            "SELECT confirmed_flush_lsn >= $1 FROM pg_replication_slots WHERE slot_name = 'cdc_outbox'", connection);
-        await using (var wal = new NpgsqlCommand("SELECT pg_current_wal_lsn()", connection))
-            command.Parameters.AddWithValue(await wal.ExecuteScalarAsync() ?? DBNull.Value);
+            "SELECT confirmed_flush_lsn >= $1::pg_lsn FROM pg_replication_slots WHERE slot_name = 'cdc_outbox'", connection);
+        // The insert position is past every commit made so far (the write position can lag with synchronous_commit off).
+        await using (var wal = new NpgsqlCommand("SELECT pg_current_wal_insert_lsn()::text", connection))
+            command.Parameters.AddWithValue((string)(await wal.ExecuteScalarAsync())!);
         var deadline = DateTime.UtcNow + timeout;
         while (DateTime.UtcNow < deadline)
         {

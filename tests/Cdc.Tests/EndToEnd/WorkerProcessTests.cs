@@ -79,6 +79,37 @@ public class WorkerProcessTests(ITestOutputHelper output, ServersFixture fixture
         output.WriteLine($"exited in {took.TotalSeconds:F1}s with every event acknowledged and confirmed");
     }
 
+    [Fact]
+    public async Task Health_readiness_and_metrics_endpoints_report_the_stream()
+    {
+        var servers = await fixture.GetAsync();
+        await using var outbox = await OutboxHarness.CreateAsync(servers, output, ["order"]);
+        using var worker = WorkerProcess.Start(WorkerProcess.Environment(outbox.Options), output);
+        await worker.WaitForOutputAsync("Streaming slot", Timeout);
+        var lastCommit = await outbox.CommitAsync(Enumerable.Range(0, 25).Select(i => new TestEvent("order", $"o-{i}", "E")).ToArray());
+        await outbox.WaitForConfirmedAsync(lastCommit, Timeout);
+
+        using var http = new HttpClient { BaseAddress = new Uri(worker.ListeningUrl), Timeout = TimeSpan.FromSeconds(10) };
+        Assert.Equal(System.Net.HttpStatusCode.OK, (await http.GetAsync("/healthz")).StatusCode);
+        Assert.Equal(System.Net.HttpStatusCode.OK, (await http.GetAsync("/readyz")).StatusCode);
+
+        var metrics = await http.GetStringAsync("/metrics");
+        Assert.Equal(25, MetricValue(metrics, "cdc_events_published_total"));
+        Assert.Equal(0, MetricValue(metrics, "cdc_events_in_flight"));
+        Assert.Equal(1, MetricValue(metrics, "cdc_stream_up"));
+        Assert.Contains("cdc_event_latency_seconds_bucket", metrics);
+        Assert.Contains("cdc_replication_lag_bytes", metrics);
+    }
+
+    /// <summary>The value of a sample in Prometheus text: <c>name{labels} value [timestamp]</c>.</summary>
+    static double MetricValue(string metrics, string name)
+    {
+        var line = metrics.Split('\n').FirstOrDefault(l => l.StartsWith(name + " ", StringComparison.Ordinal) || l.StartsWith(name + "{", StringComparison.Ordinal))
+                   ?? throw new Xunit.Sdk.XunitException($"{name} not in /metrics:\n{metrics}");
+        var afterLabels = line.Contains('}') ? line[(line.LastIndexOf('}') + 1)..] : line[name.Length..];
+        return double.Parse(afterLabels.Split(' ', StringSplitOptions.RemoveEmptyEntries)[0], System.Globalization.CultureInfo.InvariantCulture);
+    }
+
     [Theory]
     [InlineData("Cdc__Postgres__ConnectionString", null, 2, "Cdc:Postgres:ConnectionString (env Cdc__Postgres__ConnectionString): is required")]
     [InlineData("Cdc__Kafka__BootstrapServers", "", 2, "Cdc:Kafka:BootstrapServers (env Cdc__Kafka__BootstrapServers): is required")]

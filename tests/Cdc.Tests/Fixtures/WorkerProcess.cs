@@ -17,6 +17,18 @@ public sealed class WorkerProcess : IDisposable
     public bool HasExited => _process.HasExited;
     public int ExitCode => _process.ExitCode;
 
+    /// <summary>Where the worker serves /healthz, /readyz and /metrics (it listens on a free port).</summary>
+    public string ListeningUrl
+    {
+        get
+        {
+            const string marker = "Now listening on: ";
+            var line = Output.Split('\n').FirstOrDefault(l => l.Contains(marker))
+                       ?? throw new InvalidOperationException("The worker has not said where it listens");
+            return line[(line.IndexOf(marker, StringComparison.Ordinal) + marker.Length)..].Trim();
+        }
+    }
+
     public string Output
     {
         get { lock (_output) return _output.ToString(); }
