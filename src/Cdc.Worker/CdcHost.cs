@@ -3,6 +3,7 @@ using Cdc.Relay;
 using Cdc.Telemetry;
 using OpenTelemetry.Metrics;
 using OpenTelemetry.Resources;
+using OpenTelemetry.Trace;
 
 namespace Cdc.Worker;
 
@@ -39,8 +40,10 @@ static class CdcHost
         var otel = builder.Services.AddOpenTelemetry()
             .ConfigureResource(r => r.AddService("cdc-outbox"))
             .WithMetrics(m => m.AddMeter(CdcMetrics.MeterName).AddPrometheusExporter());
+        // Spans are only recorded when there is somewhere to send them.
         if (!string.IsNullOrEmpty(builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]))
-            otel.WithMetrics(m => m.AddOtlpExporter());
+            otel.WithMetrics(m => m.AddOtlpExporter())
+                .WithTracing(t => t.AddSource(OutboxTracing.SourceName).AddOtlpExporter());
 
         var app = builder.Build();
         app.MapGet("/healthz", () => Results.Ok("ok"));

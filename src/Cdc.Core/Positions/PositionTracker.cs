@@ -12,6 +12,7 @@ public sealed class PositionTracker(int maxInFlightEvents, long maxInFlightBytes
     /// <summary>One transaction of the stream. Opaque to callers; pass it back to the tracker.</summary>
     public sealed class Transaction
     {
+        internal DateTime CommitTime;
         internal int Pending;
         internal bool Committed;
         internal ulong EndLsn;
@@ -34,14 +35,23 @@ public sealed class PositionTracker(int maxInFlightEvents, long maxInFlightBytes
     public long InFlightEvents => Interlocked.Read(ref _inFlightEvents);
     public long InFlightBytes => Interlocked.Read(ref _inFlightBytes);
 
+    /// <summary>
+    /// When the oldest transaction not yet confirmable committed, or null when everything read is confirmable:
+    /// how far behind in time the slot is.
+    /// </summary>
+    public DateTime? OldestPendingCommitTime
+    {
+        get { lock (_gate) return _open.TryPeek(out var head) ? head.CommitTime : null; }
+    }
+
     /// <summary>Starts tracking a transaction (the stream's Begin message). Null once the tracker is sealed.</summary>
-    public Transaction? Begin()
+    public Transaction? Begin(DateTime commitTime = default)
     {
         lock (_gate)
         {
             if (_sealed)
                 return null;
-            var transaction = new Transaction();
+            var transaction = new Transaction { CommitTime = commitTime };
             _open.Enqueue(transaction);
             return transaction;
         }

@@ -1,3 +1,4 @@
+using System.Text.Json;
 using Cdc.Configuration;
 using Cdc.Mapping;
 using Confluent.Kafka;
@@ -14,10 +15,11 @@ public sealed class KafkaPublisher : IDisposable
 {
     readonly IProducer<byte[], byte[]> _producer;
 
-    public KafkaPublisher(KafkaOptions options, ILogger logger, Action<Error> onProducerError)
+    public KafkaPublisher(KafkaOptions options, ILogger logger, Action<Error> onProducerError, Action<long> onQueueDepth)
     {
         _producer = new ProducerBuilder<byte[], byte[]>(ProducerConfig(options))
             .SetErrorHandler((_, error) => onProducerError(error))
+            .SetStatisticsHandler((_, json) => onQueueDepth(QueueDepth(json)))
             .SetLogHandler((_, message) => Log(logger, message))
             .Build();
     }
@@ -34,6 +36,8 @@ public sealed class KafkaPublisher : IDisposable
             Partitioner = Partitioner.Murmur2Random,
             LingerMs = 5,
             ClientId = "cdc-outbox",
+            // For the queue-depth gauge; cheap at this interval.
+            StatisticsIntervalMs = 5000,
         };
         foreach (var (key, value) in options.Producer)
             config.Set(key, value);
@@ -61,6 +65,13 @@ public sealed class KafkaPublisher : IDisposable
     }
 
     public void Dispose() => _producer.Dispose();
+
+    /// <summary>msg_cnt of librdkafka's statistics: messages in the producer's queues.</summary>
+    static long QueueDepth(string statistics)
+    {
+        using var doc = JsonDocument.Parse(statistics);
+        return doc.RootElement.TryGetProperty("msg_cnt", out var count) ? count.GetInt64() : 0;
+    }
 
     static void Log(ILogger logger, LogMessage message)
     {

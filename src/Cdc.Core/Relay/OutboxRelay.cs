@@ -87,7 +87,7 @@ public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger,
 
     static string Cause(Exception e) => e switch
     {
-        DeliveryFailedException => "kafka delivery",
+        DeliveryFailedException => "kafka_delivery",
         Confluent.Kafka.KafkaException => "kafka",
         NpgsqlException or System.Net.Sockets.SocketException or IOException or TimeoutException => "postgres",
         _ => "other",

@@ -11,6 +11,7 @@ using Npgsql.Replication;
 using Npgsql.Replication.PgOutput;
 using Npgsql.Replication.PgOutput.Messages;
 using NpgsqlTypes;
+using System.Diagnostics;
 
 namespace Cdc.Relay;
 
@@ -24,7 +25,7 @@ public sealed class DeliveryFailedException(string message) : Exception(message)
 /// </summary>
 sealed class RelaySession : IAsyncDisposable
 {
-    static readonly TimeSpan ServerPositionInterval = TimeSpan.FromSeconds(5);
+    static readonly TimeSpan SlotMonitorInterval = TimeSpan.FromSeconds(5);
 
     readonly CdcOptions _options;
     readonly TableName _table;
@@ -51,7 +52,7 @@ sealed class RelaySession : IAsyncDisposable
         _connection = connection;
         _mapper = new OutboxEventMapper(new TopicRouter(options.Kafka.TopicTemplate), options.Kafka.DeadLetterTopic);
         _tracker = new PositionTracker(options.Relay.MaxInFlightEvents, options.Relay.MaxInFlightBytes);
-        _publisher = new KafkaPublisher(options.Kafka, logger, OnProducerError);
+        _publisher = new KafkaPublisher(options.Kafka, logger, OnProducerError, depth => status.ProducerQueueDepth = depth);
     }
 
     public static async Task<RelaySession> OpenAsync(CdcOptions options, ILogger logger, CdcMetrics metrics, RelayStatus status, CancellationToken ct)
@@ -91,7 +92,7 @@ sealed class RelaySession : IAsyncDisposable
         using var readCancel = new CancellationTokenSource();
         var read = ReadAsync(readCancel.Token);
         var confirm = ConfirmLoopAsync(readCancel.Token);
-        var serverPosition = ServerPositionLoopAsync(readCancel.Token);
+        var slotMonitor = SlotMonitorLoopAsync(readCancel.Token);
         _status.Streaming = true;
         try
         {
@@ -128,7 +129,7 @@ sealed class RelaySession : IAsyncDisposable
             await readCancel.CancelAsync();
             await Quietly(read);
             await Quietly(confirm);
-            await Quietly(serverPosition);
+            await Quietly(slotMonitor);
         }
     }
 
@@ -149,7 +150,7 @@ sealed class RelaySession : IAsyncDisposable
             switch (message)
             {
                 case BeginMessage begin:
-                    transaction = _tracker.Begin();
+                    transaction = _tracker.Begin(begin.TransactionCommitTimestamp);
                     info = new TransactionInfo((ulong)begin.TransactionFinalLsn, begin.TransactionXid, begin.TransactionCommitTimestamp);
                     break;
                 case RelationMessage relation:
@@ -172,42 +173,48 @@ sealed class RelaySession : IAsyncDisposable
     void Publish(MappingResult mapped, PositionTracker.Transaction transaction, TransactionInfo info)
     {
         var record = mapped.Record ?? mapped.DeadLetter!;
-        var bytes = record.Value.Length + record.Key.Length;
-        _tracker.Add(transaction, bytes);
+        var pending = new PendingEvent(record, transaction, record.Value.Length + record.Key.Length, info.CommitTime);
+        _tracker.Add(transaction, pending.Bytes);
         if (mapped.IsDeadLetter)
-            ProduceDeadLetter(record, transaction, bytes, Reason(record));
-        else
-            Produce(record, error => OnDelivery(error, record, transaction, bytes, info));
+        {
+            ProduceDeadLetter(record, pending, Reason(record));
+            return;
+        }
+        pending.Activity = OutboxTracing.StartSend(record);
+        Produce(record, error => OnDelivery(error, pending));
     }
 
-    void OnDelivery(Error error, OutboxRecord record, PositionTracker.Transaction transaction, int bytes, TransactionInfo info)
+    void OnDelivery(Error error, PendingEvent pending)
     {
-        switch (DeliveryErrors.Classify(error))
+        var outcome = DeliveryErrors.Classify(error);
+        OutboxTracing.Stop(pending.Activity, outcome == DeliveryOutcome.Acknowledged ? null : error.Reason);
+        switch (outcome)
         {
             case DeliveryOutcome.Acknowledged:
-                _tracker.Acknowledge(transaction, bytes);
+                _tracker.Acknowledge(pending.Transaction, pending.Bytes);
                 if (_status.SetKafkaReachable(true))
                     _logger.LogInformation("Kafka acknowledges events again");
-                _metrics.Published((DateTime.UtcNow - info.CommitTime).TotalSeconds);
+                _metrics.Published(pending.Record.Topic, (DateTime.UtcNow - pending.CommitTime).TotalSeconds,
+                    Stopwatch.GetElapsedTime(pending.ProducedAt).TotalSeconds);
                 break;
             case DeliveryOutcome.DeadLetter:
-                var reason = $"Kafka refused the record on {record.Topic}: {error.Code} ({error.Reason})";
-                ProduceDeadLetter(_mapper.DeadLetter(record, reason, DeliveryErrors.IsTooLarge(error)), transaction, bytes,
-                    DeliveryErrors.IsTooLarge(error) ? "too_large" : "rejected");
+                var tooLarge = DeliveryErrors.IsTooLarge(error);
+                var reason = $"Kafka refused the record on {pending.Record.Topic}: {error.Code} ({error.Reason})";
+                ProduceDeadLetter(_mapper.DeadLetter(pending.Record, reason, tooLarge), pending, tooLarge ? "too_large" : "rejected");
                 break;
             default:
-                Fail(error, record);
+                Fail(error, pending.Record);
                 break;
         }
     }
 
-    void ProduceDeadLetter(OutboxRecord deadLetter, PositionTracker.Transaction transaction, int bytes, string reason)
+    void ProduceDeadLetter(OutboxRecord deadLetter, PendingEvent pending, string reason)
     {
         Produce(deadLetter, error =>
         {
             if (error.Code == ErrorCode.NoError)
             {
-                _tracker.Acknowledge(transaction, bytes);
+                _tracker.Acknowledge(pending.Transaction, pending.Bytes);
                 _metrics.DeadLettered(reason);
             }
             else
@@ -242,7 +249,7 @@ sealed class RelaySession : IAsyncDisposable
 
     void Fail(Error error, OutboxRecord record)
     {
-        _metrics.DeliveryFailed();
+        _metrics.DeliveryFailed(record.Topic);
         _status.SetKafkaReachable(false);
         var outcome = DeliveryErrors.Classify(error);
         Exception failure = outcome == DeliveryOutcome.Fatal
@@ -291,6 +298,7 @@ sealed class RelaySession : IAsyncDisposable
         var confirmable = _tracker.ConfirmableGiven(received);
         _status.InFlightEvents = _tracker.InFlightEvents;
         _status.InFlightBytes = _tracker.InFlightBytes;
+        _status.DelaySeconds = _tracker.OldestPendingCommitTime is { } oldest ? Math.Max(0, (DateTime.UtcNow - oldest).TotalSeconds) : 0;
         if (confirmable <= _lastConfirmed)
             return;
         _connection.SetReplicationStatus(new NpgsqlLogSequenceNumber(confirmable));
@@ -299,7 +307,8 @@ sealed class RelaySession : IAsyncDisposable
         _status.ConfirmedLsn = confirmable;
     }
 
-    async Task ServerPositionLoopAsync(CancellationToken ct)
+    /// <summary>Reads the server's WAL position and the slot's health every few seconds, for lag and slot metrics.</summary>
+    async Task SlotMonitorLoopAsync(CancellationToken ct)
     {
         while (!ct.IsCancellationRequested)
         {
@@ -307,14 +316,26 @@ sealed class RelaySession : IAsyncDisposable
             {
                 await using var connection = new NpgsqlConnection(_options.Postgres.ConnectionString);
                 await connection.OpenAsync(ct);
-                await using var command = new NpgsqlCommand("SELECT pg_current_wal_lsn()", connection);
-                _status.ServerWalLsn = (ulong)(NpgsqlLogSequenceNumber)(await command.ExecuteScalarAsync(ct))!;
+                await using var command = new NpgsqlCommand(
+                    """
+                    SELECT pg_current_wal_lsn(), s.wal_status, s.safe_wal_size,
+                           pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint
+                    FROM (SELECT 1) AS one
+                    LEFT JOIN pg_replication_slots s ON s.slot_name = $1
+                    """, connection);
+                command.Parameters.AddWithValue(_options.Postgres.Slot);
+                await using var reader = await command.ExecuteReaderAsync(ct);
+                await reader.ReadAsync(ct);
+                _status.ServerWalLsn = (ulong)reader.GetFieldValue<NpgsqlLogSequenceNumber>(0);
+                _status.Slot = reader.IsDBNull(1)
+                    ? null
+                    : new SlotHealth(reader.GetString(1), reader.IsDBNull(2) ? null : reader.GetInt64(2), reader.IsDBNull(3) ? 0 : reader.GetInt64(3));
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {
-                _logger.LogDebug(e, "Could not read the server's WAL position");
+                _logger.LogDebug(e, "Could not read the slot's health");
             }
-            await Task.Delay(ServerPositionInterval, ct);
+            await Task.Delay(SlotMonitorInterval, ct);
         }
     }
 

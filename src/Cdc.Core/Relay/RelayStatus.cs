@@ -39,6 +39,16 @@ public sealed class RelayStatus
     public long InFlightEvents { get => Interlocked.Read(ref _inFlightEvents); set => Interlocked.Exchange(ref _inFlightEvents, value); }
     public long InFlightBytes { get => Interlocked.Read(ref _inFlightBytes); set => Interlocked.Exchange(ref _inFlightBytes, value); }
 
+    /// <summary>Seconds since the commit of the oldest transaction read but not yet confirmable (0 when caught up).</summary>
+    public double DelaySeconds { get; set; }
+
+    /// <summary>Messages waiting in the producer's queue (librdkafka statistics).</summary>
+    public long ProducerQueueDepth { get => Interlocked.Read(ref _producerQueueDepth); set => Interlocked.Exchange(ref _producerQueueDepth, value); }
+    long _producerQueueDepth;
+
+    /// <summary>The slot as <c>pg_replication_slots</c> last showed it, or null before the first look.</summary>
+    public SlotHealth? Slot { get; set; }
+
     /// <summary>WAL bytes the server keeps for this slot beyond what was confirmed (0 until both are known).</summary>
     public long LagBytes
     {
@@ -50,3 +60,9 @@ public sealed class RelayStatus
         }
     }
 }
+
+/// <summary>
+/// A look at the slot in <c>pg_replication_slots</c>: <c>wal_status</c> (reserved, extended, unreserved, lost),
+/// <c>safe_wal_size</c> (null when <c>max_slot_wal_keep_size</c> is unlimited) and the WAL it retains.
+/// </summary>
+public sealed record SlotHealth(string WalStatus, long? SafeWalSizeBytes, long RetainedWalBytes);

@@ -1,53 +1,118 @@
+using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
 using Cdc.Relay;
 
 namespace Cdc.Telemetry;
 
-/// <summary>The connector's instruments (meter <c>Cdc</c>); exported by OpenTelemetry to Prometheus and OTLP.</summary>
+/// <summary>
+/// The connector's instruments (meter <c>Cdc</c>), exported by OpenTelemetry to Prometheus and OTLP. Kafka sends
+/// follow the OpenTelemetry messaging conventions; the rest are the connector's own under <c>cdc.*</c>.
+/// </summary>
 public sealed class CdcMetrics : IDisposable
 {
     public const string MeterName = "Cdc";
 
+    /// <summary>Topics become a tag; past this many distinct topics they are counted as "_other" (bounded cardinality).</summary>
+    const int MaxTopicTags = 200;
+
+    static readonly string[] SlotStatuses = ["reserved", "extended", "unreserved", "lost"];
+
+    /// <summary>The values of the <c>reason</c> tag of <c>cdc.events.dead_lettered</c>.</summary>
+    public static readonly string[] DeadLetterReasons = ["unroutable", "headers", "payload", "too_large", "rejected"];
+
+    /// <summary>The values of the <c>cause</c> tag of <c>cdc.stream.restarts</c>.</summary>
+    public static readonly string[] RestartCauses = ["postgres", "kafka", "kafka_delivery", "other"];
+
     readonly Meter _meter;
     readonly Counter<long> _published;
+    readonly Counter<long> _sent;
     readonly Counter<long> _deadLettered;
     readonly Counter<long> _deliveryFailures;
     readonly Counter<long> _restarts;
     readonly Histogram<double> _latency;
+    readonly Histogram<double> _sendDuration;
+    readonly ConcurrentDictionary<string, KeyValuePair<string, object?>[]> _topicTags = new(StringComparer.Ordinal);
 
     public CdcMetrics(RelayStatus status, IMeterFactory? meterFactory = null)
     {
         _meter = meterFactory?.Create(MeterName) ?? new Meter(MeterName);
+
+        _sent = _meter.CreateCounter<long>("messaging.client.sent.messages", "{message}",
+            "Messages the producer sent and Kafka acknowledged (OpenTelemetry messaging conventions).");
+        _sendDuration = _meter.CreateHistogram<double>("messaging.client.operation.duration", "s",
+            "Kafka produce latency: from handing the record to the producer to its acknowledgement.",
+            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10] });
+
         _published = _meter.CreateCounter<long>("cdc.events.published", "{event}",
-            "Events Kafka acknowledged on their topic.");
+            "Outbox events Kafka acknowledged on their topic.");
         _deadLettered = _meter.CreateCounter<long>("cdc.events.dead_lettered", "{event}",
-            "Rows that could not be published as specified and went to the dead-letter topic.");
+            "Rows that could not be published as specified and went to the dead-letter topic, by reason.");
         _deliveryFailures = _meter.CreateCounter<long>("cdc.deliveries.failed", "{event}",
             "Deliveries Kafka reported as failed; the stream restarts from the slot after each.");
         _restarts = _meter.CreateCounter<long>("cdc.stream.restarts", "{restart}",
-            "Times the replication stream and producer were rebuilt, by cause.");
+            "Times the replication stream and producer were rebuilt after a failure, by cause.");
         _latency = _meter.CreateHistogram<double>("cdc.event.latency", "s",
-            "Time from the PostgreSQL commit to the Kafka acknowledgement.",
-            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30] });
+            "End-to-end latency: from the PostgreSQL commit to the Kafka acknowledgement.",
+            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60] });
+
+        // Counters start at 0 for every known tag value, so dashboards and alerts see them before the first event.
+        foreach (var reason in DeadLetterReasons)
+            _deadLettered.Add(0, new KeyValuePair<string, object?>("reason", reason));
+        foreach (var cause in RestartCauses)
+            _restarts.Add(0, new KeyValuePair<string, object?>("cause", cause));
+        _deliveryFailures.Add(0);
+
         _meter.CreateObservableGauge("cdc.events.in_flight", () => status.InFlightEvents, "{event}",
             "Events produced and not yet acknowledged.");
         _meter.CreateObservableGauge("cdc.bytes.in_flight", () => status.InFlightBytes, "By",
             "Record bytes produced and not yet acknowledged.");
+        _meter.CreateObservableGauge("cdc.producer.queue.depth", () => status.ProducerQueueDepth, "{message}",
+            "Messages waiting in the producer's queue (librdkafka statistics).");
         _meter.CreateObservableGauge("cdc.replication.lag", () => status.LagBytes, "By",
             "The server's WAL position minus the slot position this connector confirmed.");
-        _meter.CreateObservableGauge("cdc.stream.up", () => status.Streaming ? 1 : 0, "1",
+        _meter.CreateObservableGauge("cdc.replication.delay", () => status.DelaySeconds, "s",
+            "Seconds since the commit of the oldest transaction read but not yet confirmed (0 when caught up).");
+        _meter.CreateObservableGauge("cdc.stream.up", () => status.Streaming ? 1 : 0, "{stream}",
             "1 while the replication stream is open.");
+        _meter.CreateObservableGauge("cdc.slot.wal.retained", () => Slot(status, s => s.RetainedWalBytes), "By",
+            "WAL the server retains for the slot (current WAL position minus the slot's restart_lsn).");
+        _meter.CreateObservableGauge("cdc.slot.wal.safe_size", () => Slot(status, s => s.SafeWalSizeBytes), "By",
+            "WAL that can still be written before the slot is in danger of invalidation (safe_wal_size; absent when unlimited).");
+        _meter.CreateObservableGauge("cdc.slot.wal_status", () => SlotStatus(status), "{status}",
+            "1 for the slot's current wal_status (reserved, extended, unreserved, lost), 0 for the others.");
     }
 
-    public void Published(double latencySeconds)
+    /// <summary>Kafka acknowledged an event: counts it and records both latencies.</summary>
+    public void Published(string topic, double commitToAckSeconds, double sendSeconds)
     {
-        _published.Add(1);
-        _latency.Record(latencySeconds);
+        var tags = TopicTags(topic);
+        _published.Add(1, tags.AsSpan(1));
+        _sent.Add(1, tags);
+        _sendDuration.Record(sendSeconds, tags);
+        _latency.Record(commitToAckSeconds);
     }
 
     public void DeadLettered(string reason) => _deadLettered.Add(1, new KeyValuePair<string, object?>("reason", reason));
-    public void DeliveryFailed() => _deliveryFailures.Add(1);
+    public void DeliveryFailed(string topic) => _deliveryFailures.Add(1, TopicTags(topic).AsSpan(1));
     public void Restarted(string cause) => _restarts.Add(1, new KeyValuePair<string, object?>("cause", cause));
+
+    /// <summary>[messaging.system, messaging.destination.name]; the cdc.* instruments use the topic alone.</summary>
+    KeyValuePair<string, object?>[] TopicTags(string topic)
+    {
+        if (_topicTags.TryGetValue(topic, out var tags))
+            return tags;
+        var value = _topicTags.Count < MaxTopicTags ? topic : "_other";
+        tags = [new("messaging.system", "kafka"), new("messaging.destination.name", value)];
+        return value == topic ? _topicTags.GetOrAdd(topic, tags) : tags;
+    }
+
+    static IEnumerable<Measurement<long>> Slot(RelayStatus status, Func<SlotHealth, long?> read) =>
+        status.Slot is { } slot && read(slot) is { } value ? [new Measurement<long>(value)] : [];
+
+    static IEnumerable<Measurement<int>> SlotStatus(RelayStatus status) =>
+        status.Slot is { } slot
+            ? SlotStatuses.Select(s => new Measurement<int>(s == slot.WalStatus ? 1 : 0, new KeyValuePair<string, object?>("status", s)))
+            : [];
 
     public void Dispose() => _meter.Dispose();
 }

@@ -94,6 +94,7 @@ public class WorkerProcessTests(ITestOutputHelper output, ServersFixture fixture
         Assert.Equal(System.Net.HttpStatusCode.OK, (await http.GetAsync("/readyz")).StatusCode);
 
         var metrics = await http.GetStringAsync("/metrics");
+        output.WriteLine(metrics);
         Assert.Equal(25, MetricValue(metrics, "cdc_events_published_total"));
         Assert.Equal(0, MetricValue(metrics, "cdc_events_in_flight"));
         Assert.Equal(1, MetricValue(metrics, "cdc_stream_up"));
