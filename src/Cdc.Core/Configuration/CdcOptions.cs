@@ -15,17 +15,29 @@ public sealed class PostgresOptions
     /// <summary>Npgsql connection string; the role needs REPLICATION (not superuser).</summary>
     public string ConnectionString { get; set; } = "";
 
-    /// <summary>The outbox table, <c>schema.table</c> (or just <c>table</c> for <c>public</c>).</summary>
+    /// <summary>
+    /// The outbox table, <c>schema.table</c> (or just <c>table</c> for <c>public</c>). Empty for the table-less mode,
+    /// where services only emit events with <c>pg_logical_emit_message</c>.
+    /// </summary>
     public string Table { get; set; } = "public.outbox";
+
+    /// <summary>
+    /// Prefix of the transactional logical decoding messages relayed as events (table-less mode): each message's
+    /// content is a serialized <c>cdc.outbox.v1.OutboxEvent</c>. Empty: messages are not relayed.
+    /// </summary>
+    public string MessagePrefix { get; set; } = "cdc.outbox";
 
     /// <summary>Logical replication slot (pgoutput), created if missing.</summary>
     public string Slot { get; set; } = "cdc_outbox";
 
-    /// <summary>Publication, created if missing as <c>FOR TABLE &lt;table&gt; WITH (publish = 'insert')</c>.</summary>
+    /// <summary>Publication, created if missing as <c>FOR TABLE &lt;table&gt; WITH (publish = 'insert')</c> (no table in table-less mode).</summary>
     public string Publication { get; set; } = "cdc_outbox";
 
     /// <summary>Column names of the outbox table.</summary>
     public OutboxColumns Columns { get; set; } = new();
+
+    /// <summary>The configured table, or null in table-less mode.</summary>
+    public TableName? OutboxTable => string.IsNullOrWhiteSpace(Table) ? null : TableName.Parse(Table, "Cdc:Postgres:Table");
 }
 
 public sealed class OutboxColumns

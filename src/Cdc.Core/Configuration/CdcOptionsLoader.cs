@@ -40,7 +40,8 @@ public static partial class CdcOptionsLoader
             throw new CdcConfigurationException("Cdc:Postgres:ConnectionString", $"is not a valid Npgsql connection string ({e.Message})");
         }
 
-        TableName.Parse(pg.Table, "Cdc:Postgres:Table");
+        if (pg.OutboxTable is null && string.IsNullOrEmpty(pg.MessagePrefix))
+            throw new CdcConfigurationException("Cdc:Postgres:Table", "is empty and so is Cdc:Postgres:MessagePrefix: there is nothing to relay");
         RequireIdentifier("Cdc:Postgres:Slot", pg.Slot, SlotName());
         RequireIdentifier("Cdc:Postgres:Publication", pg.Publication, Identifier());
 

@@ -20,10 +20,9 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
     public const string ErrorHeader = "error";
     const string ContentTypeHeader = "content-type";
 
-    static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
-
     public string DeadLetterTopic { get; } = deadLetterTopic;
 
+    /// <summary>Maps an inserted outbox row.</summary>
     public MappingResult Map(OutboxRow row, TransactionInfo transaction)
     {
         var evt = new OutboxEvent
@@ -34,37 +33,69 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
             EventType = row.EventType ?? "",
             Payload = row.Payload is null ? ByteString.Empty : UnsafeByteOperations.UnsafeWrap(row.Payload),
             CreatedAt = row.CreatedAt is { } created ? Timestamp.FromDateTime(DateTime.SpecifyKind(created, DateTimeKind.Utc)) : null,
-            Source = new Source
-            {
-                CommitLsn = transaction.CommitLsn,
-                TransactionId = transaction.Xid,
-                CommitTime = Timestamp.FromDateTime(DateTime.SpecifyKind(transaction.CommitTime, DateTimeKind.Utc)),
-            },
+            Source = SourceOf(transaction),
         };
 
         var headersError = ReadHeaders(row.HeadersJson, evt.Headers);
         evt.PayloadContentType = ContentType(row.PayloadKind, evt.Headers);
         if (headersError is not null)
             return DeadLetterOf(evt, headersError);
+        if (row.PayloadKind == PayloadKind.Bytes && IsJson(evt.PayloadContentType) && !IsUtf8(row.Payload))
+            return DeadLetterOf(evt, $"payload is bytea with content-type {evt.PayloadContentType} but is not valid UTF-8");
+        return Route(evt, row.AggregateType);
+    }
 
-        var topic = router.Route(row.AggregateType, out var routeError);
+    /// <summary>
+    /// Maps an event a service emitted with <c>pg_logical_emit_message</c> (table-less mode): the message content is a
+    /// serialized <see cref="OutboxEvent"/>; the connector adds where it was committed.
+    /// </summary>
+    public MappingResult Map(ReadOnlySpan<byte> emitted, TransactionInfo transaction, ulong messageLsn)
+    {
+        OutboxEvent evt;
+        try
+        {
+            evt = OutboxEvent.Parser.ParseFrom(emitted);
+        }
+        catch (InvalidProtocolBufferException e)
+        {
+            // No id to key it by: the dead letter carries the message's position instead.
+            evt = new OutboxEvent { Id = $"lsn:{messageLsn:X}", Payload = ByteString.CopyFrom(emitted), Source = SourceOf(transaction) };
+            return DeadLetterOf(evt, $"logical decoding message is not a cdc.outbox.v1.OutboxEvent ({e.Message})");
+        }
+        evt.Source = SourceOf(transaction);
+        if (evt.PayloadContentType.Length == 0)
+            evt.PayloadContentType = BytesContentType;
+        if (evt.Id.Length == 0)
+            return DeadLetterOf(evt, "id is empty");
+        if (IsJson(evt.PayloadContentType) && !IsUtf8(evt.Payload.Span))
+            return DeadLetterOf(evt, $"payload has content-type {evt.PayloadContentType} but is not valid UTF-8");
+        return Route(evt, evt.AggregateType.Length == 0 ? null : evt.AggregateType);
+    }
+
+    MappingResult Route(OutboxEvent evt, string? aggregateType)
+    {
+        var topic = router.Route(aggregateType, out var routeError);
         if (topic is null)
             return DeadLetterOf(evt, routeError!);
 
-        if (row.PayloadKind == PayloadKind.Bytes && IsJson(evt.PayloadContentType) && !IsUtf8(row.Payload))
-            return DeadLetterOf(evt, $"payload is bytea with content-type {evt.PayloadContentType} but is not valid UTF-8");
-
         var headers = new Headers
         {
-            { IdHeader, Encoding.UTF8.GetBytes(row.Id) },
+            { IdHeader, Encoding.UTF8.GetBytes(evt.Id) },
             { EventTypeHeader, Encoding.UTF8.GetBytes(evt.EventType) },
         };
         foreach (var (name, value) in evt.Headers)
             headers.Add(name, Encoding.UTF8.GetBytes(value));
 
         var key = Encoding.UTF8.GetBytes(evt.AggregateId);
-        return new MappingResult(new OutboxRecord(topic, key, headers, evt.ToByteArray()) { EventId = row.Id }, null);
+        return new MappingResult(new OutboxRecord(topic, key, headers, evt.ToByteArray()) { EventId = evt.Id }, null);
     }
+
+    static Source SourceOf(TransactionInfo transaction) => new()
+    {
+        CommitLsn = transaction.CommitLsn,
+        TransactionId = transaction.Xid,
+        CommitTime = Timestamp.FromDateTime(DateTime.SpecifyKind(transaction.CommitTime, DateTimeKind.Utc)),
+    };
 
     /// <summary>
     /// The dead-letter record for an event Kafka refused (e.g. too large): key = id, headers id and error, value = the
@@ -130,18 +161,5 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
                || mediaType.EndsWith("+json", StringComparison.OrdinalIgnoreCase);
     }
 
-    static bool IsUtf8(byte[]? bytes)
-    {
-        if (bytes is null)
-            return true;
-        try
-        {
-            StrictUtf8.GetCharCount(bytes);
-            return true;
-        }
-        catch (DecoderFallbackException)
-        {
-            return false;
-        }
-    }
+    static bool IsUtf8(ReadOnlySpan<byte> bytes) => System.Text.Unicode.Utf8.IsValid(bytes);
 }

@@ -28,7 +28,7 @@ sealed class RelaySession : IAsyncDisposable
     static readonly TimeSpan SlotMonitorInterval = TimeSpan.FromSeconds(5);
 
     readonly CdcOptions _options;
-    readonly TableName _table;
+    readonly TableName? _table;
     readonly ILogger _logger;
     readonly CdcMetrics _metrics;
     readonly RelayStatus _status;
@@ -45,7 +45,7 @@ sealed class RelaySession : IAsyncDisposable
     RelaySession(CdcOptions options, ILogger logger, CdcMetrics metrics, RelayStatus status, LogicalReplicationConnection connection)
     {
         _options = options;
-        _table = TableName.Parse(options.Postgres.Table, "Cdc:Postgres:Table");
+        _table = options.Postgres.OutboxTable;
         _logger = logger;
         _metrics = metrics;
         _status = status;
@@ -138,8 +138,8 @@ sealed class RelaySession : IAsyncDisposable
         var slot = new PgOutputReplicationSlot(_options.Postgres.Slot);
         // Binary values: no text parsing of uuid/timestamptz, bytea as is. Messages: heartbeats sent with pg_logical_emit_message.
         var pgOptions = new PgOutputReplicationOptions(_options.Postgres.Publication, PgOutputProtocolVersion.V1, binary: true, messages: true);
-        _logger.LogInformation("Streaming slot {Slot} (publication {Publication}, table {Table})",
-            _options.Postgres.Slot, _options.Postgres.Publication, _table);
+        _logger.LogInformation("Streaming slot {Slot} (publication {Publication}, table {Table}, message prefix {Prefix})",
+            _options.Postgres.Slot, _options.Postgres.Publication, _table?.ToString() ?? "none", _options.Postgres.MessagePrefix);
 
         PositionTracker.Transaction? transaction = null;
         var info = default(TransactionInfo);
@@ -153,8 +153,8 @@ sealed class RelaySession : IAsyncDisposable
                     transaction = _tracker.Begin(begin.TransactionCommitTimestamp);
                     info = new TransactionInfo((ulong)begin.TransactionFinalLsn, begin.TransactionXid, begin.TransactionCommitTimestamp);
                     break;
-                case RelationMessage relation:
-                    _layouts[relation.RelationId] = OutboxRelationLayout.For(relation, _table, _options.Postgres.Columns);
+                case RelationMessage relation when _table is { } table:
+                    _layouts[relation.RelationId] = OutboxRelationLayout.For(relation, table, _options.Postgres.Columns);
                     break;
                 case InsertMessage insert when transaction is not null
                                                && _layouts.GetValueOrDefault(insert.Relation.RelationId) is { } layout:
@@ -162,12 +162,28 @@ sealed class RelaySession : IAsyncDisposable
                     var row = await OutboxRowReader.ReadAsync(insert, layout, ct);
                     Publish(_mapper.Map(row, info), transaction, info);
                     break;
+                case LogicalDecodingMessage emitted when transaction is not null && IsOutboxMessage(emitted):
+                    await _tracker.WaitForRoomAsync(ct);
+                    var content = await ReadToEndAsync(emitted.Data, ct);
+                    Publish(_mapper.Map(content, info, (ulong)emitted.MessageLsn), transaction, info);
+                    break;
                 case CommitMessage commit when transaction is not null:
                     _tracker.Commit(transaction, (ulong)commit.TransactionEndLsn);
                     transaction = null;
                     break;
             }
         }
+    }
+
+    /// <summary>A transactional message with the configured prefix (non-transactional ones are never relayed).</summary>
+    bool IsOutboxMessage(LogicalDecodingMessage message) =>
+        (message.Flags & 1) == 1 && _options.Postgres.MessagePrefix.Length > 0 && message.Prefix == _options.Postgres.MessagePrefix;
+
+    static async Task<byte[]> ReadToEndAsync(Stream data, CancellationToken ct)
+    {
+        using var buffer = new MemoryStream();
+        await data.CopyToAsync(buffer, ct);
+        return buffer.ToArray();
     }
 
     void Publish(MappingResult mapped, PositionTracker.Transaction transaction, TransactionInfo info)

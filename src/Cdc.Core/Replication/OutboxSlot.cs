@@ -19,7 +19,7 @@ public static class OutboxSlot
 
     public static async Task PrepareAsync(PostgresOptions options, ILogger logger, CancellationToken ct)
     {
-        var table = TableName.Parse(options.Table, "Cdc:Postgres:Table");
+        var table = options.OutboxTable;
         await using var connection = new NpgsqlConnection(options.ConnectionString);
         await connection.OpenAsync(ct);
 
@@ -35,7 +35,8 @@ public static class OutboxSlot
             throw new CdcStartupException(
                 "The role in Cdc:Postgres:ConnectionString lacks the REPLICATION attribute (ALTER ROLE <role> REPLICATION).");
 
-        await CheckColumnsAsync(connection, table, options.Columns, ct);
+        if (table is { } outbox)
+            await CheckColumnsAsync(connection, outbox, options.Columns, ct);
         await EnsurePublicationAsync(connection, options.Publication, table, logger, ct);
         await EnsureSlotAsync(connection, options, logger, ct);
     }
@@ -76,7 +77,7 @@ public static class OutboxSlot
     }
 
     static async Task EnsurePublicationAsync(
-        NpgsqlConnection connection, string publication, TableName table, ILogger logger, CancellationToken ct)
+        NpgsqlConnection connection, string publication, TableName? table, ILogger logger, CancellationToken ct)
     {
         await using var find = new NpgsqlCommand(
             """
@@ -86,15 +87,15 @@ public static class OutboxSlot
             FROM pg_publication p WHERE p.pubname = $1
             """, connection);
         find.Parameters.AddWithValue(publication);
-        find.Parameters.AddWithValue(table.Schema);
-        find.Parameters.AddWithValue(table.Name);
+        find.Parameters.AddWithValue(table?.Schema ?? "");
+        find.Parameters.AddWithValue(table?.Name ?? "");
         await using (var reader = await find.ExecuteReaderAsync(ct))
         {
             if (await reader.ReadAsync(ct))
             {
                 if (!reader.GetBoolean(0))
                     throw new CdcConfigurationException("Cdc:Postgres:Publication", $"publication {publication} does not publish inserts");
-                if (!reader.GetBoolean(1))
+                if (table is not null && !reader.GetBoolean(1))
                     throw new CdcConfigurationException("Cdc:Postgres:Publication",
                         $"publication {publication} exists but does not include table {table}");
                 return;
@@ -103,10 +104,13 @@ public static class OutboxSlot
 
         try
         {
+            // Table-less mode still needs a publication to stream from; an empty one publishes only messages.
+            var forTable = table is null ? "" : $"FOR TABLE {table.Value.Quoted} ";
             await using var create = new NpgsqlCommand(
-                $"CREATE PUBLICATION \"{publication}\" FOR TABLE {table.Quoted} WITH (publish = 'insert')", connection);
+                $"CREATE PUBLICATION \"{publication}\" {forTable}WITH (publish = 'insert')", connection);
             await create.ExecuteNonQueryAsync(ct);
-            logger.LogInformation("Created publication {Publication} for table {Table} (inserts only)", publication, table);
+            logger.LogInformation("Created publication {Publication} for {Table} (inserts only)", publication,
+                table?.ToString() ?? "no table (messages only)");
         }
         catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.DuplicateObject)
         {
@@ -116,7 +120,7 @@ public static class OutboxSlot
         {
             throw new CdcConfigurationException("Cdc:Postgres:Publication",
                 $"publication {publication} does not exist and this role may not create it ({e.MessageText}); have the table's " +
-                $"owner run: CREATE PUBLICATION \"{publication}\" FOR TABLE {table.Quoted} WITH (publish = 'insert')", e);
+                $"owner run: CREATE PUBLICATION \"{publication}\" FOR TABLE {table?.Quoted} WITH (publish = 'insert')", e);
         }
     }
 

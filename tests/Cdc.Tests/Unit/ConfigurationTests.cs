@@ -52,6 +52,14 @@ public class ConfigurationTests
     }
 
     [Fact]
+    public void Table_less_mode_needs_a_message_prefix()
+    {
+        Assert.Null(Load(("Cdc:Postgres:Table", "")).Postgres.OutboxTable);
+        var e = Assert.Throws<CdcConfigurationException>(() => Load(("Cdc:Postgres:Table", ""), ("Cdc:Postgres:MessagePrefix", "")));
+        Assert.Equal("Cdc:Postgres:Table", e.Key);
+    }
+
+    [Fact]
     public void The_password_never_appears_in_configuration_errors()
     {
         var e = Assert.Throws<CdcConfigurationException>(() =>
