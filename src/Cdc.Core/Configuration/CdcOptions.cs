@@ -23,9 +23,10 @@ public sealed class PostgresOptions
 
     /// <summary>
     /// Prefix of the transactional logical decoding messages relayed as events (table-less mode): each message's
-    /// content is a serialized <c>cdc.outbox.v1.OutboxEvent</c>. Empty: messages are not relayed.
+    /// content is a serialized <c>cdc.outbox.v1.OutboxEvent</c>. Empty (the default): messages are not relayed.
+    /// Messages are database-wide (every slot sees them), so each connector on a database needs its own prefix.
     /// </summary>
-    public string MessagePrefix { get; set; } = "cdc.outbox";
+    public string MessagePrefix { get; set; } = "";
 
     /// <summary>Logical replication slot (pgoutput), created if missing.</summary>
     public string Slot { get; set; } = "cdc_outbox";

@@ -12,6 +12,9 @@ public class TablelessModeTests(ITestOutputHelper output, ServersFixture fixture
 {
     static readonly TimeSpan Timeout = TimeSpan.FromSeconds(60);
 
+    /// <summary>Messages are database-wide: a prefix of this class's own keeps other tests' connectors from relaying them.</summary>
+    static readonly string Prefix = $"test.{Guid.NewGuid():N}";
+
     static OutboxEvent Event(string aggregateType, string aggregateId, string eventType) => new()
     {
         Id = Guid.NewGuid().ToString(),
@@ -47,16 +50,20 @@ public class TablelessModeTests(ITestOutputHelper output, ServersFixture fixture
     public async Task Emitted_events_are_relayed_and_rolled_back_non_transactional_or_foreign_ones_are_not()
     {
         var servers = await fixture.GetAsync();
-        await using var outbox = await OutboxHarness.CreateAsync(servers, output, ["order"], configure: o => o.Postgres.Table = "");
+        await using var outbox = await OutboxHarness.CreateAsync(servers, output, ["order"], configure: o =>
+        {
+            o.Postgres.Table = "";
+            o.Postgres.MessagePrefix = Prefix;
+        });
         await outbox.StartRelayAsync();
 
         var first = Event("order", "o-1", "OrderPlaced");
         var second = Event("order", "o-1", "OrderPaid");
-        await EmitAsync(outbox, commit: true, (true, "cdc.outbox", first.ToByteArray()), (true, "cdc.outbox", second.ToByteArray()));
-        await EmitAsync(outbox, commit: false, (true, "cdc.outbox", Event("order", "o-1", "RolledBack").ToByteArray()));
-        await EmitAsync(outbox, commit: true, (false, "cdc.outbox", Event("order", "o-1", "NotTransactional").ToByteArray()));
+        await EmitAsync(outbox, commit: true, (true, Prefix, first.ToByteArray()), (true, Prefix, second.ToByteArray()));
+        await EmitAsync(outbox, commit: false, (true, Prefix, Event("order", "o-1", "RolledBack").ToByteArray()));
+        await EmitAsync(outbox, commit: true, (false, Prefix, Event("order", "o-1", "NotTransactional").ToByteArray()));
         await EmitAsync(outbox, commit: true, (true, "someone.else", Event("order", "o-1", "OtherPrefix").ToByteArray()));
-        var lastCommit = await EmitAsync(outbox, commit: true, (true, "cdc.outbox", [0xFF, 0xFF, 0xFF]));
+        var lastCommit = await EmitAsync(outbox, commit: true, (true, Prefix, [0xFF, 0xFF, 0xFF]));
 
         await outbox.WaitForConfirmedAsync(lastCommit, Timeout);
         var records = outbox.ReadTopic(outbox.Topic("order")).OrderBy(r => r.Offset.Value).ToList();
@@ -78,13 +85,13 @@ public class TablelessModeTests(ITestOutputHelper output, ServersFixture fixture
     public async Task Rows_and_emitted_events_of_one_transaction_keep_their_order()
     {
         var servers = await fixture.GetAsync();
-        await using var outbox = await OutboxHarness.CreateAsync(servers, output, ["order"]);
+        await using var outbox = await OutboxHarness.CreateAsync(servers, output, ["order"], configure: o => o.Postgres.MessagePrefix = Prefix);
         await outbox.StartRelayAsync();
 
         var row = new TestEvent("order", "o-1", "FromRow");
         var emitted = Event("order", "o-1", "Emitted");
         var lastCommit = await outbox.WriteAsync([row], commit: true,
-            extraSql: $"SELECT pg_logical_emit_message(true, 'cdc.outbox', '\\x{Convert.ToHexString(emitted.ToByteArray())}'::bytea)");
+            extraSql: $"SELECT pg_logical_emit_message(true, '{Prefix}', '\\x{Convert.ToHexString(emitted.ToByteArray())}'::bytea)");
 
         await outbox.WaitForConfirmedAsync(lastCommit, Timeout);
         var records = outbox.ReadTopic(outbox.Topic("order")).OrderBy(r => r.Offset.Value).ToList();

@@ -48,8 +48,8 @@ public class WorkerProcessTests(ITestOutputHelper output, ServersFixture fixture
 
         var delivered = outbox.ReadTopic(outbox.Topic("order")).Concat(outbox.ReadTopic(outbox.Topic("customer")))
             .Select(r => Encoding.UTF8.GetString(r.Message.Headers.GetLastBytes("id"))).ToList();
-        Assert.Equal(written.Select(e => e.Id.ToString()).Order(), delivered.Distinct().Order());
-        output.WriteLine($"{written.Count} written, {delivered.Count} records, {delivered.Count - delivered.Distinct().Count()} duplicates after the kill");
+        var duplicates = DeliveryAssert.EveryEventOnce(written, delivered);
+        output.WriteLine($"{written.Count} written, {delivered.Count} records, {duplicates} duplicates after the kill");
     }
 
     [Fact]

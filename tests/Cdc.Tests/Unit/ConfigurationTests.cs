@@ -54,8 +54,8 @@ public class ConfigurationTests
     [Fact]
     public void Table_less_mode_needs_a_message_prefix()
     {
-        Assert.Null(Load(("Cdc:Postgres:Table", "")).Postgres.OutboxTable);
-        var e = Assert.Throws<CdcConfigurationException>(() => Load(("Cdc:Postgres:Table", ""), ("Cdc:Postgres:MessagePrefix", "")));
+        Assert.Null(Load(("Cdc:Postgres:Table", ""), ("Cdc:Postgres:MessagePrefix", "cdc.outbox")).Postgres.OutboxTable);
+        var e = Assert.Throws<CdcConfigurationException>(() => Load(("Cdc:Postgres:Table", "")));
         Assert.Equal("Cdc:Postgres:Table", e.Key);
     }
 
