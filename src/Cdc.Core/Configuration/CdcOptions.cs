@@ -34,11 +34,26 @@ public sealed class PostgresOptions
     /// <summary>Publication, created if missing as <c>FOR TABLE &lt;table&gt; WITH (publish = 'insert')</c> (no table in table-less mode).</summary>
     public string Publication { get; set; } = "cdc_outbox";
 
+    /// <summary>What to do when the slot was invalidated because it fell behind <c>max_slot_wal_keep_size</c>.</summary>
+    public LostSlotPolicy LostSlotPolicy { get; set; } = LostSlotPolicy.Stop;
+
     /// <summary>Column names of the outbox table.</summary>
     public OutboxColumns Columns { get; set; } = new();
 
     /// <summary>The configured table, or null in table-less mode.</summary>
     public TableName? OutboxTable => string.IsNullOrWhiteSpace(Table) ? null : TableName.Parse(Table, "Cdc:Postgres:Table");
+}
+
+/// <summary>
+/// The server removed WAL the slot still needed (<c>wal_status = 'lost'</c>): events between the slot's last confirmed
+/// position and now can no longer be read from it.
+/// </summary>
+public enum LostSlotPolicy
+{
+    /// <summary>Stop the worker with a message; an operator decides (the default: nothing is skipped silently).</summary>
+    Stop,
+    /// <summary>Drop and recreate the slot, log the gap (from and to LSN) for a backfill, and go on.</summary>
+    Recreate,
 }
 
 public sealed class OutboxColumns

@@ -18,8 +18,6 @@ public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger,
     [
         PostgresErrorCodes.InvalidPassword, PostgresErrorCodes.InvalidAuthorizationSpecification,
         PostgresErrorCodes.InvalidCatalogName, PostgresErrorCodes.InsufficientPrivilege,
-        // e.g. "can no longer get changes from replication slot": the slot was invalidated.
-        PostgresErrorCodes.ObjectNotInPrerequisiteState,
     ];
 
     static readonly TimeSpan InitialBackoff = TimeSpan.FromMilliseconds(500);
@@ -29,6 +27,7 @@ public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger,
     {
         var backoff = InitialBackoff;
         string? lastProblem = null;
+        var started = false;
         while (!stopping.IsCancellationRequested)
         {
             TimeSpan delay;
@@ -36,6 +35,7 @@ public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger,
             try
             {
                 await using var session = await RelaySession.OpenAsync(options, logger, metrics, status, stopping);
+                started = true;
                 if (lastProblem is not null)
                     logger.LogInformation("Recovered: streaming again after {Problem}", lastProblem);
                 lastProblem = null;
@@ -63,6 +63,11 @@ public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger,
             {
                 throw new CdcStartupException($"PostgreSQL refused: {e.MessageText} ({e.SqlState}). Check Cdc:Postgres:ConnectionString and the role's privileges.", e);
             }
+            catch (Exception e) when (!started && Unreachable(e) is { } startupProblem)
+            {
+                // At start an unreachable server is most likely a wrong address: say so and stop. Later outages are retried.
+                throw new CdcStartupException(startupProblem, e);
+            }
             catch (Exception e) when (e is not CdcStartupException and not CdcConfigurationException)
             {
                 problem = Cause(e);
@@ -79,6 +84,22 @@ public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger,
             }
             await Delay(delay, stopping);
         }
+    }
+
+    /// <summary>What to say when a server cannot be reached at all, or null for other failures.</summary>
+    string? Unreachable(Exception e) => e switch
+    {
+        Confluent.Kafka.KafkaException => $"No Kafka broker answered at {options.Kafka.BootstrapServers} " +
+                                          $"(Cdc:Kafka:BootstrapServers): {e.Message}",
+        NpgsqlException { InnerException: System.Net.Sockets.SocketException or TimeoutException } =>
+            $"PostgreSQL is unreachable at {PostgresAddress()} (Cdc:Postgres:ConnectionString): {Describe(e)}",
+        _ => null,
+    };
+
+    string PostgresAddress()
+    {
+        var builder = new NpgsqlConnectionStringBuilder(options.Postgres.ConnectionString);
+        return $"{builder.Host}:{builder.Port}";
     }
 
     /// <summary>The exception's message and its root cause's, which is often the useful part ("connection reset").</summary>

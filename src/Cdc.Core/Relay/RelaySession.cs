@@ -57,7 +57,8 @@ sealed class RelaySession : IAsyncDisposable
 
     public static async Task<RelaySession> OpenAsync(CdcOptions options, ILogger logger, CdcMetrics metrics, RelayStatus status, CancellationToken ct)
     {
-        await OutboxSlot.PrepareAsync(options.Postgres, logger, ct);
+        if (await OutboxSlot.PrepareAsync(options.Postgres, logger, ct) is not null)
+            metrics.SlotRecreated();
         var connection = new LogicalReplicationConnection(options.Postgres.ConnectionString);
         try
         {
@@ -139,7 +140,8 @@ sealed class RelaySession : IAsyncDisposable
         // Binary values: no text parsing of uuid/timestamptz, bytea as is. Messages: heartbeats sent with pg_logical_emit_message.
         var pgOptions = new PgOutputReplicationOptions(_options.Postgres.Publication, PgOutputProtocolVersion.V1, binary: true, messages: true);
         _logger.LogInformation("Streaming slot {Slot} (publication {Publication}, table {Table}, message prefix {Prefix})",
-            _options.Postgres.Slot, _options.Postgres.Publication, _table?.ToString() ?? "none", _options.Postgres.MessagePrefix);
+            _options.Postgres.Slot, _options.Postgres.Publication, _table?.ToString() ?? "none",
+            _options.Postgres.MessagePrefix.Length > 0 ? _options.Postgres.MessagePrefix : "(messages off)");
 
         PositionTracker.Transaction? transaction = null;
         var info = default(TransactionInfo);

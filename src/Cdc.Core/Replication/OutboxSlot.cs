@@ -3,8 +3,12 @@ using Microsoft.Extensions.Logging;
 using Npgsql;
 using Npgsql.Replication;
 using Npgsql.Replication.PgOutput;
+using NpgsqlTypes;
 
 namespace Cdc.Replication;
+
+/// <summary>Events a recreated slot skipped: committed after <see cref="From"/> and before <see cref="To"/>.</summary>
+public readonly record struct SlotGap(NpgsqlTypes.NpgsqlLogSequenceNumber From, NpgsqlTypes.NpgsqlLogSequenceNumber To);
 
 /// <summary>A problem on the database side that no retry fixes (wal_level, missing table, privileges).</summary>
 public sealed class CdcStartupException(string message, Exception? inner = null) : Exception(message, inner);
@@ -17,7 +21,8 @@ public static class OutboxSlot
 {
     static readonly HashSet<string> TextTypes = ["text", "character varying", "character", "name"];
 
-    public static async Task PrepareAsync(PostgresOptions options, ILogger logger, CancellationToken ct)
+    /// <summary>Checks and creates what streaming needs; returns the gap when a lost slot was recreated.</summary>
+    public static async Task<SlotGap?> PrepareAsync(PostgresOptions options, ILogger logger, CancellationToken ct)
     {
         var table = options.OutboxTable;
         await using var connection = new NpgsqlConnection(options.ConnectionString);
@@ -38,7 +43,7 @@ public static class OutboxSlot
         if (table is { } outbox)
             await CheckColumnsAsync(connection, outbox, options.Columns, ct);
         await EnsurePublicationAsync(connection, options.Publication, table, logger, ct);
-        await EnsureSlotAsync(connection, options, logger, ct);
+        return await EnsureSlotAsync(connection, options, logger, ct);
     }
 
     static async Task CheckColumnsAsync(NpgsqlConnection connection, TableName table, OutboxColumns names, CancellationToken ct)
@@ -124,11 +129,12 @@ public static class OutboxSlot
         }
     }
 
-    static async Task EnsureSlotAsync(NpgsqlConnection connection, PostgresOptions options, ILogger logger, CancellationToken ct)
+    static async Task<SlotGap?> EnsureSlotAsync(NpgsqlConnection connection, PostgresOptions options, ILogger logger, CancellationToken ct)
     {
         await using var find = new NpgsqlCommand(
-            "SELECT plugin, database, wal_status FROM pg_replication_slots WHERE slot_name = $1", connection);
+            "SELECT plugin, database, wal_status, confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1", connection);
         find.Parameters.AddWithValue(options.Slot);
+        NpgsqlLogSequenceNumber? lostAt = null;
         await using (var reader = await find.ExecuteReaderAsync(ct))
         {
             if (await reader.ReadAsync(ct))
@@ -139,14 +145,38 @@ public static class OutboxSlot
                 if (reader.GetString(1) != connection.Database)
                     throw new CdcConfigurationException("Cdc:Postgres:Slot",
                         $"slot {options.Slot} belongs to database {reader.GetString(1)}, not {connection.Database}");
-                if (!reader.IsDBNull(2) && reader.GetString(2) == "lost")
-                    throw new CdcStartupException(
-                        $"Slot {options.Slot} is invalidated (wal_status = 'lost'): the server removed WAL it still needed, " +
-                        "so events between its confirmed position and now may be missing. Drop the slot to start over, then backfill.");
-                return;
+                if (reader.IsDBNull(2) || reader.GetString(2) != "lost")
+                    return null;
+                lostAt = reader.IsDBNull(3) ? default : reader.GetFieldValue<NpgsqlLogSequenceNumber>(3);
             }
         }
 
+        if (lostAt is { } from)
+        {
+            if (options.LostSlotPolicy == LostSlotPolicy.Stop)
+                throw new CdcStartupException(
+                    $"Slot {options.Slot} is invalidated (wal_status = 'lost'): it fell behind max_slot_wal_keep_size and the " +
+                    $"server removed WAL it still needed, so events committed after {from} cannot be read from it. " +
+                    "Set Cdc:Postgres:LostSlotPolicy=Recreate to recreate the slot and log the gap to backfill, or drop it yourself.");
+            await using var drop = new NpgsqlCommand("SELECT pg_drop_replication_slot($1)", connection);
+            drop.Parameters.AddWithValue(options.Slot);
+            await drop.ExecuteNonQueryAsync(ct);
+        }
+
+        var created = await CreateSlotAsync(options, logger, ct);
+        if (lostAt is not { } gapStart)
+            return null;
+        var gap = new SlotGap(gapStart, created ?? default);
+        logger.LogError(
+            "Slot {Slot} was invalidated (wal_status = 'lost') and has been recreated. Events committed after {FromLsn} and " +
+            "before {ToLsn} were NOT relayed: backfill them (e.g. re-publish outbox rows committed in that interval)",
+            options.Slot, gap.From, gap.To);
+        return gap;
+    }
+
+    /// <summary>Creates the slot; returns its consistent point, or null when another replica created it first.</summary>
+    static async Task<NpgsqlLogSequenceNumber?> CreateSlotAsync(PostgresOptions options, ILogger logger, CancellationToken ct)
+    {
         await using var replication = new LogicalReplicationConnection(options.ConnectionString);
         await replication.Open(ct);
         try
@@ -154,10 +184,12 @@ public static class OutboxSlot
             var slot = await replication.CreatePgOutputReplicationSlot(
                 options.Slot, slotSnapshotInitMode: LogicalSlotSnapshotInitMode.NoExport, cancellationToken: ct);
             logger.LogInformation("Created replication slot {Slot} (pgoutput) at {Lsn}", slot.Name, slot.ConsistentPoint);
+            return slot.ConsistentPoint;
         }
         catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.DuplicateObject)
         {
             // Another replica created it at the same moment.
+            return null;
         }
     }
 

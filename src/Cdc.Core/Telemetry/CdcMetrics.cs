@@ -29,6 +29,7 @@ public sealed class CdcMetrics : IDisposable
     readonly Counter<long> _deadLettered;
     readonly Counter<long> _deliveryFailures;
     readonly Counter<long> _restarts;
+    readonly Counter<long> _slotRecreations;
     readonly Histogram<double> _latency;
     readonly Histogram<double> _sendDuration;
     readonly ConcurrentDictionary<string, KeyValuePair<string, object?>[]> _topicTags = new(StringComparer.Ordinal);
@@ -51,6 +52,8 @@ public sealed class CdcMetrics : IDisposable
             "Deliveries Kafka reported as failed; the stream restarts from the slot after each.");
         _restarts = _meter.CreateCounter<long>("cdc.stream.restarts", "{restart}",
             "Times the replication stream and producer were rebuilt after a failure, by cause.");
+        _slotRecreations = _meter.CreateCounter<long>("cdc.slot.recreations", "{recreation}",
+            "Times the slot was found invalidated (wal_status lost) and recreated; each leaves a logged gap to backfill.");
         _latency = _meter.CreateHistogram<double>("cdc.event.latency", "s",
             "End-to-end latency: from the PostgreSQL commit to the Kafka acknowledgement.",
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60] });
@@ -61,6 +64,7 @@ public sealed class CdcMetrics : IDisposable
         foreach (var cause in RestartCauses)
             _restarts.Add(0, new KeyValuePair<string, object?>("cause", cause));
         _deliveryFailures.Add(0);
+        _slotRecreations.Add(0);
 
         _meter.CreateObservableGauge("cdc.events.in_flight", () => status.InFlightEvents, "{event}",
             "Events produced and not yet acknowledged.");
@@ -94,6 +98,7 @@ public sealed class CdcMetrics : IDisposable
 
     public void DeadLettered(string reason) => _deadLettered.Add(1, new KeyValuePair<string, object?>("reason", reason));
     public void DeliveryFailed(string topic) => _deliveryFailures.Add(1, TopicTags(topic).AsSpan(1));
+    public void SlotRecreated() => _slotRecreations.Add(1);
     public void Restarted(string cause) => _restarts.Add(1, new KeyValuePair<string, object?>("cause", cause));
 
     /// <summary>[messaging.system, messaging.destination.name]; the cdc.* instruments use the topic alone.</summary>
