@@ -26,6 +26,7 @@ public sealed class DeliveryFailedException(string message) : Exception(message)
 sealed class RelaySession : IAsyncDisposable
 {
     static readonly TimeSpan SlotMonitorInterval = TimeSpan.FromSeconds(5);
+    static readonly TimeSpan StartGrace = TimeSpan.FromMilliseconds(750);
 
     readonly CdcOptions _options;
     readonly TableName? _table;
@@ -94,9 +95,16 @@ sealed class RelaySession : IAsyncDisposable
         var read = ReadAsync(readCancel.Token);
         var confirm = ConfirmLoopAsync(readCancel.Token);
         var slotMonitor = SlotMonitorLoopAsync(readCancel.Token);
-        _status.Streaming = true;
         try
         {
+            // START_REPLICATION fails at once when another reader holds the slot; only after that is this a stream.
+            if (await Task.WhenAny(read, Task.Delay(StartGrace, stopping)) == read)
+                await read;
+            _status.Streaming = true;
+            _logger.LogInformation("Streaming slot {Slot} (publication {Publication}, table {Table}, message prefix {Prefix})",
+                _options.Postgres.Slot, _options.Postgres.Publication, _table?.ToString() ?? "none",
+                _options.Postgres.MessagePrefix.Length > 0 ? _options.Postgres.MessagePrefix : "(messages off)");
+
             var stopped = Task.Delay(Timeout.Infinite, stopping);
             var failed = Task.Delay(Timeout.Infinite, _failed.Token);
             var first = await Task.WhenAny(read, stopped, failed);
@@ -137,12 +145,8 @@ sealed class RelaySession : IAsyncDisposable
     async Task ReadAsync(CancellationToken ct)
     {
         var slot = new PgOutputReplicationSlot(_options.Postgres.Slot);
-        // Binary values: no text parsing of uuid/timestamptz, bytea as is. Messages: heartbeats sent with pg_logical_emit_message.
+        // Binary values: no text parsing of uuid/timestamptz, bytea as is. Messages: the table-less mode's events.
         var pgOptions = new PgOutputReplicationOptions(_options.Postgres.Publication, PgOutputProtocolVersion.V1, binary: true, messages: true);
-        _logger.LogInformation("Streaming slot {Slot} (publication {Publication}, table {Table}, message prefix {Prefix})",
-            _options.Postgres.Slot, _options.Postgres.Publication, _table?.ToString() ?? "none",
-            _options.Postgres.MessagePrefix.Length > 0 ? _options.Postgres.MessagePrefix : "(messages off)");
-
         PositionTracker.Transaction? transaction = null;
         var info = default(TransactionInfo);
         await foreach (var message in _connection.StartReplication(slot, pgOptions, ct))

@@ -85,6 +85,13 @@ public sealed class WorkerProcess : IDisposable
         return worker;
     }
 
+    /// <summary>The process's peak resident set size (VmHWM), in bytes.</summary>
+    public long PeakRssBytes()
+    {
+        var line = File.ReadLines($"/proc/{_process.Id}/status").First(l => l.StartsWith("VmHWM:", StringComparison.Ordinal));
+        return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
+    }
+
     /// <summary>SIGKILL: no flush, no confirmation, like a crash or an OOM kill.</summary>
     public void KillHard()
     {
