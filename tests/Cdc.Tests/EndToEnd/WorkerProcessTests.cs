@@ -80,13 +80,37 @@ public class WorkerProcessTests(ITestOutputHelper output, ServersFixture fixture
     }
 
     [Fact]
+    public async Task A_role_without_REPLICATION_stops_the_worker_at_start_with_a_message()
+    {
+        var servers = await fixture.GetAsync();
+        await using var outbox = await OutboxHarness.CreateAsync(servers, output, ["order"]);
+        var role = $"{outbox.Name}_norepl";
+        await outbox.ExecuteAsync($"CREATE ROLE {role} LOGIN; GRANT SELECT ON {outbox.Options.Postgres.Table} TO {role}");
+        try
+        {
+            var environment = WorkerProcess.Environment(outbox.Options);
+            environment["Cdc__Postgres__ConnectionString"] =
+                new Npgsql.NpgsqlConnectionStringBuilder(outbox.ConnectionString) { Username = role }.ConnectionString;
+            using var worker = WorkerProcess.Start(environment, output);
+            await worker.WaitForExitAsync(Timeout);
+            Assert.Equal(1, worker.ExitCode);
+            Assert.Contains("lacks the REPLICATION attribute", worker.Output);
+        }
+        finally
+        {
+            await outbox.ExecuteAsync($"REVOKE ALL ON {outbox.Options.Postgres.Table} FROM {role}; DROP ROLE {role}");
+        }
+    }
+
+    [Fact]
     public async Task Health_readiness_and_metrics_endpoints_report_the_stream()
     {
         var servers = await fixture.GetAsync();
         await using var outbox = await OutboxHarness.CreateAsync(servers, output, ["order"]);
         using var worker = WorkerProcess.Start(WorkerProcess.Environment(outbox.Options), output);
         await worker.WaitForOutputAsync("Streaming slot", Timeout);
-        var lastCommit = await outbox.CommitAsync(Enumerable.Range(0, 25).Select(i => new TestEvent("order", $"o-{i}", "E")).ToArray());
+        var lastCommit = await outbox.CommitAsync(Enumerable.Range(0, 25).Select(i => new TestEvent("order", $"o-{i}", "E"))
+            .Append(new TestEvent("no such topic!", "x", "Unroutable")).ToArray());
         await outbox.WaitForConfirmedAsync(lastCommit, Timeout);
 
         using var http = new HttpClient { BaseAddress = new Uri(worker.ListeningUrl), Timeout = TimeSpan.FromSeconds(10) };
@@ -97,6 +121,8 @@ public class WorkerProcessTests(ITestOutputHelper output, ServersFixture fixture
         output.WriteLine(metrics);
         Assert.Equal(25, MetricValue(metrics, "cdc_events_published_total"));
         Assert.Equal(0, MetricValue(metrics, "cdc_events_in_flight"));
+        Assert.Equal(1, MetricValue(metrics, "cdc_events_dead_lettered_total{otel_scope_name=\"Cdc\",reason=\"unroutable\"}"));
+        Assert.Equal(0, MetricValue(metrics, "cdc_deliveries_failed_total"));
         Assert.Equal(1, MetricValue(metrics, "cdc_stream_up"));
         Assert.Contains("cdc_event_latency_seconds_bucket", metrics);
         Assert.Contains("cdc_replication_lag_bytes", metrics);
@@ -117,6 +143,10 @@ public class WorkerProcessTests(ITestOutputHelper output, ServersFixture fixture
     [InlineData("Cdc__Postgres__Slot", "Not-Valid", 2, "Cdc:Postgres:Slot")]
     [InlineData("Cdc__Postgres__Table", "public.no_such_table", 1, "Cdc:Postgres:Table (env Cdc__Postgres__Table): table public.no_such_table does not exist")]
     [InlineData("Cdc__Postgres__Columns__Payload", "body", 1, "Cdc:Postgres:Columns:Payload (env Cdc__Postgres__Columns__Payload): table")]
+    [InlineData("Cdc__Postgres__Columns__Payload", "event_type", 1, "Cdc:Postgres:Columns:Payload (env Cdc__Postgres__Columns__Payload): column")]
+    [InlineData("Cdc__Postgres__ConnectionString", "Host=127.0.0.1;Bogus Keyword=1", 2, "Cdc:Postgres:ConnectionString (env Cdc__Postgres__ConnectionString): is not a valid Npgsql connection string")]
+    [InlineData("Cdc__Postgres__ConnectionString", "Host=127.0.0.1;Port=1;Username=postgres;Timeout=3", 1, "PostgreSQL is unreachable at 127.0.0.1:1 (Cdc:Postgres:ConnectionString)")]
+    [InlineData("Cdc__Relay__MaxInFlightEvents", "lots", 2, "Cdc:Relay:MaxInFlightEvents")]
     public async Task Invalid_configuration_stops_the_worker_at_start_naming_the_key(string key, string? value, int exitCode, string message)
     {
         var servers = await fixture.GetAsync();
