@@ -181,6 +181,5 @@ public class EndToEndTests(ITestOutputHelper output, ServersFixture fixture) : I
     static void AssertSameJson(string expected, string actual) =>
         Assert.True(JsonNode.DeepEquals(JsonNode.Parse(expected), JsonNode.Parse(actual)), $"expected {expected}, got {actual}");
 
-    static string Header(ConsumeResult<byte[], byte[]> record, string name) =>
-        Encoding.UTF8.GetString(record.Message.Headers.GetLastBytes(name));
+    static string Header(ConsumeResult<byte[], byte[]> record, string name) => DeliveryAssert.Header(record, name);
 }

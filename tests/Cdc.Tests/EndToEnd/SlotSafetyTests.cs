@@ -53,7 +53,7 @@ public class SlotSafetyTests(ITestOutputHelper output, ServersFixture fixture) :
 
         cluster.SetAllBrokersUp();
         await outbox.WaitForConfirmedAsync(lastCommit, Timeout);
-        var delivered = outbox.ReadTopic(outbox.Topic("order")).Select(r => Encoding.UTF8.GetString(r.Message.Headers.GetLastBytes("id"))).ToList();
+        var delivered = DeliveryAssert.Ids(outbox.ReadTopic(outbox.Topic("order")));
         var duplicates = DeliveryAssert.EveryEventOnce(whileDown.Prepend(before), delivered);
         output.WriteLine($"confirmed before the outage {new NpgsqlLogSequenceNumber(confirmedBefore)}; {duplicates} duplicates");
     }
@@ -90,7 +90,7 @@ public class SlotSafetyTests(ITestOutputHelper output, ServersFixture fixture) :
         lastCommit = Math.Max(lastCommit, await Write("After"));
 
         await outbox.WaitForConfirmedAsync(lastCommit, Timeout);
-        var delivered = outbox.ReadTopic(outbox.Topic("order")).Select(r => Encoding.UTF8.GetString(r.Message.Headers.GetLastBytes("id"))).ToList();
+        var delivered = DeliveryAssert.Ids(outbox.ReadTopic(outbox.Topic("order")));
         var duplicates = DeliveryAssert.EveryEventOnce(written, delivered);
         output.WriteLine($"{written.Count} written, {delivered.Count} records, {duplicates} duplicates");
     }

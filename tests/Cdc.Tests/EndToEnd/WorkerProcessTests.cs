@@ -46,8 +46,7 @@ public class WorkerProcessTests(ITestOutputHelper output, ServersFixture fixture
         using var second = WorkerProcess.Start(environment, output);
         await outbox.WaitForConfirmedAsync(lastCommit, Timeout);
 
-        var delivered = outbox.ReadTopic(outbox.Topic("order")).Concat(outbox.ReadTopic(outbox.Topic("customer")))
-            .Select(r => Encoding.UTF8.GetString(r.Message.Headers.GetLastBytes("id"))).ToList();
+        var delivered = DeliveryAssert.Ids(outbox.ReadTopic(outbox.Topic("order")).Concat(outbox.ReadTopic(outbox.Topic("customer"))));
         var duplicates = DeliveryAssert.EveryEventOnce(written, delivered);
         output.WriteLine($"{written.Count} written, {delivered.Count} records, {duplicates} duplicates after the kill");
     }

@@ -15,9 +15,6 @@ public class KafkaFaultTests(ITestOutputHelper output, ServersFixture fixture) :
 {
     static readonly TimeSpan Timeout = TimeSpan.FromSeconds(90);
 
-    static List<string> Ids(IEnumerable<ConsumeResult<byte[], byte[]>> records) =>
-        records.Select(r => Encoding.UTF8.GetString(r.Message.Headers.GetLastBytes("id"))).ToList();
-
     [Fact]
     public async Task Retriable_produce_errors_and_slow_brokers_are_retried_without_loss_or_dead_letters()
     {
@@ -47,15 +44,9 @@ public class KafkaFaultTests(ITestOutputHelper output, ServersFixture fixture) :
             cluster.SetBrokerRtt(broker, 0);
 
         var records = outbox.ReadTopic(outbox.Topic("order"));
-        var duplicates = DeliveryAssert.EveryEventOnce(written, Ids(records));
+        var duplicates = DeliveryAssert.EveryEventOnce(written, DeliveryAssert.Ids(records));
         Assert.Empty(outbox.ReadTopic(outbox.DeadLetterTopic));
-        // Per aggregate, the first deliveries keep commit order.
-        foreach (var aggregate in written.GroupBy(e => e.AggregateId))
-        {
-            var expected = aggregate.Select(e => e.Id.ToString()).ToList();
-            var firsts = records.OrderBy(r => r.Offset.Value).Select(r => Ids([r])[0]).Where(expected.Contains).Distinct().ToList();
-            Assert.Equal(expected, firsts);
-        }
+        DeliveryAssert.FirstDeliveriesInWrittenOrder(written, records);
         output.WriteLine($"{written.Count} written, {duplicates} duplicates");
     }
 
@@ -70,7 +61,7 @@ public class KafkaFaultTests(ITestOutputHelper output, ServersFixture fixture) :
         var next = new TestEvent("order", "o-1", "Next");
         await outbox.WaitForConfirmedAsync(await outbox.CommitAsync(large, next), Timeout);
 
-        Assert.Equal([next.Id.ToString()], Ids(outbox.ReadTopic(outbox.Topic("order"))));
+        Assert.Equal([next.Id.ToString()], DeliveryAssert.Ids(outbox.ReadTopic(outbox.Topic("order"))));
         var dead = Assert.Single(outbox.ReadTopic(outbox.DeadLetterTopic));
         Assert.Equal(large.Id.ToString(), Encoding.UTF8.GetString(dead.Message.Key));
         Assert.Contains("MsgSizeTooLarge", Encoding.UTF8.GetString(dead.Message.Headers.GetLastBytes("error")));

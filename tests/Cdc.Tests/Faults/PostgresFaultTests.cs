@@ -28,8 +28,7 @@ public class PostgresFaultTests(ITestOutputHelper output, ServersFixture fixture
         });
     }
 
-    static List<string> DeliveredIds(OutboxHarness outbox, params string[] types) =>
-        types.SelectMany(t => outbox.ReadTopic(outbox.Topic(t))).Select(r => Encoding.UTF8.GetString(r.Message.Headers.GetLastBytes("id"))).ToList();
+    static List<string> DeliveredIds(OutboxHarness outbox) => DeliveryAssert.Ids(outbox.ReadTopic(outbox.Topic("order")));
 
     static TestEvent[] Batch(int n, string prefix) =>
         Enumerable.Range(0, n).Select(i => new TestEvent("order", $"o-{i % 5}", $"{prefix}{i}")).ToArray();
@@ -66,7 +65,7 @@ public class PostgresFaultTests(ITestOutputHelper output, ServersFixture fixture
         await outbox.WaitForConfirmedAsync(lastCommit, Timeout);
         outbox.AssertRelayRunning();
 
-        var duplicates = DeliveryAssert.EveryEventOnce(written, DeliveredIds(outbox, "order"));
+        var duplicates = DeliveryAssert.EveryEventOnce(written, DeliveredIds(outbox));
         output.WriteLine($"restart {mode}: {written.Count} written, {duplicates} duplicates (PostgreSQL 15 resends from the last checkpoint)");
     }
 
@@ -101,7 +100,7 @@ public class PostgresFaultTests(ITestOutputHelper output, ServersFixture fixture
         await outbox.WaitForConfirmedAsync(lastCommit, Timeout);
         Assert.True(proxy.Accepted > accepted, "the relay should have reconnected through the proxy");
 
-        var duplicates = DeliveryAssert.EveryEventOnce(written, DeliveredIds(outbox, "order"));
+        var duplicates = DeliveryAssert.EveryEventOnce(written, DeliveredIds(outbox));
         output.WriteLine($"{written.Count} written, {duplicates} duplicates");
     }
 
@@ -146,7 +145,7 @@ public class PostgresFaultTests(ITestOutputHelper output, ServersFixture fixture
         var afterCommit = await outbox.CommitAsync(new TestEvent("order", "o-1", "After"));
         await outbox.WaitForConfirmedAsync(afterCommit, Timeout);
         Assert.Equal(["Before", "After"], outbox.ReadTopic(outbox.Topic("order")).OrderBy(r => r.Offset.Value)
-            .Select(r => Encoding.UTF8.GetString(r.Message.Headers.GetLastBytes("event_type"))).Distinct());
+            .Select(r => DeliveryAssert.Header(r, "event_type")).Distinct());
     }
 
     [Fact]

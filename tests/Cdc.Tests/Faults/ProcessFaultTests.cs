@@ -12,9 +12,6 @@ public class ProcessFaultTests(ITestOutputHelper output, ServersFixture fixture)
 {
     static readonly TimeSpan Timeout = TimeSpan.FromSeconds(120);
 
-    static List<string> DeliveredIds(OutboxHarness outbox, params string[] types) =>
-        types.SelectMany(t => outbox.ReadTopic(outbox.Topic(t))).Select(r => Encoding.UTF8.GetString(r.Message.Headers.GetLastBytes("id"))).ToList();
-
     [Fact]
     public async Task Killed_hard_three_times_under_sustained_load_nothing_is_lost_and_first_deliveries_keep_order()
     {
@@ -59,14 +56,8 @@ public class ProcessFaultTests(ITestOutputHelper output, ServersFixture fixture)
         await outbox.WaitForConfirmedAsync(lastCommit, Timeout);
 
         var records = outbox.ReadTopic(outbox.Topic("order"));
-        var duplicates = DeliveryAssert.EveryEventOnce(written, DeliveredIds(outbox, "order"));
-        foreach (var aggregate in written.GroupBy(e => e.AggregateId))
-        {
-            var expected = aggregate.Select(e => e.Id.ToString()).ToList();
-            var firsts = records.OrderBy(r => r.Offset.Value).Select(r => Encoding.UTF8.GetString(r.Message.Headers.GetLastBytes("id")))
-                .Where(expected.Contains).Distinct().ToList();
-            Assert.Equal(expected, firsts);
-        }
+        var duplicates = DeliveryAssert.EveryEventOnce(written, DeliveryAssert.Ids(records));
+        DeliveryAssert.FirstDeliveriesInWrittenOrder(written, records);
         output.WriteLine($"3 SIGKILLs: {written.Count} written, {records.Count} records, {duplicates} duplicates");
     }
 
@@ -98,7 +89,7 @@ public class ProcessFaultTests(ITestOutputHelper output, ServersFixture fixture)
 
         Assert.True(takeover < TimeSpan.FromSeconds(10), $"took over after {takeover}");
         Assert.Single(second.Output.Split('\n'), l => l.Contains("is in use by another reader")); // logged once, not per poll
-        var duplicates = DeliveryAssert.EveryEventOnce(written, DeliveredIds(outbox, "order"));
+        var duplicates = DeliveryAssert.EveryEventOnce(written, DeliveryAssert.Ids(outbox.ReadTopic(outbox.Topic("order"))));
         output.WriteLine($"standby took over {takeover.TotalSeconds:F1} s after the kill; {duplicates} duplicates");
     }
 

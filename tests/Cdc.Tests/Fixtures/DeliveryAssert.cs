@@ -1,8 +1,17 @@
+using System.Text;
+using Confluent.Kafka;
+
 namespace Cdc.Tests.Fixtures;
 
-/// <summary>At-least-once: every written event id was delivered, nothing else was, duplicates are allowed and counted.</summary>
+/// <summary>What the tests check of delivered records: at least once, nothing unexpected, per-aggregate order.</summary>
 public static class DeliveryAssert
 {
+    public static string Header(ConsumeResult<byte[], byte[]> record, string name) =>
+        Encoding.UTF8.GetString(record.Message.Headers.GetLastBytes(name));
+
+    public static List<string> Ids(IEnumerable<ConsumeResult<byte[], byte[]>> records) => records.Select(r => Header(r, "id")).ToList();
+
+    /// <summary>Every written event id was delivered and nothing else was; duplicates are allowed.</summary>
     /// <returns>The number of duplicate deliveries.</returns>
     public static int EveryEventOnce(IEnumerable<TestEvent> written, IReadOnlyCollection<string> deliveredIds)
     {
@@ -15,5 +24,17 @@ public static class DeliveryAssert
                 $"{expected.Count} written, {deliveredIds.Count} delivered; missing {missing.Count}: [{string.Join(", ", missing.Take(10))}]; " +
                 $"unexpected {unexpected.Count}: [{string.Join(", ", unexpected.Take(10))}]");
         return deliveredIds.Count - delivered.Count;
+    }
+
+    /// <summary>Per aggregate, the first delivery of each event is in the order the events were written (commit order).</summary>
+    public static void FirstDeliveriesInWrittenOrder(IEnumerable<TestEvent> written, IEnumerable<ConsumeResult<byte[], byte[]>> records)
+    {
+        var ordered = records.OrderBy(r => r.Offset.Value).Select(r => Header(r, "id")).ToList();
+        foreach (var aggregate in written.GroupBy(e => (e.AggregateType, e.AggregateId)))
+        {
+            var expected = aggregate.Select(e => e.Id.ToString()).ToList();
+            var firsts = ordered.Where(expected.Contains).Distinct().ToList();
+            Assert.Equal(expected, firsts);
+        }
     }
 }
