@@ -133,9 +133,17 @@ public sealed class OutboxWriter
     static NpgsqlConnection OpenConnectionOf(NpgsqlTransaction transaction)
     {
         ArgumentNullException.ThrowIfNull(transaction);
-        // Npgsql clears the connection once the transaction has committed or rolled back.
-        return transaction.Connection
-               ?? throw new InvalidOperationException(
-                   "The transaction has already completed; outbox events must be written inside the open transaction of the change they describe.");
+        const string completed = "The transaction has already completed; outbox events must be written inside the open transaction of the change they describe.";
+        try
+        {
+            // Npgsql keeps the connection on a completed transaction, where a COPY would run on its own, outside any
+            // transaction; its IsolationLevel getter is the public check that throws once the transaction is over.
+            _ = transaction.IsolationLevel;
+        }
+        catch (InvalidOperationException e)
+        {
+            throw new InvalidOperationException(completed, e);
+        }
+        return transaction.Connection ?? throw new InvalidOperationException(completed);
     }
 }
