@@ -267,9 +267,13 @@ public sealed class OutboxConsumerService : BackgroundService
         return new ConsumerBuilder<Ignore, OutboxEvent>(config)
             .SetValueDeserializer(OutboxEventDeserializer.Instance)
             .SetPartitionsAssignedHandler((_, partitions) =>
-                _logger.LogInformation("Consumer {GroupId} assigned {Partitions}", _options.GroupId, Describe(partitions)))
+            {
+                Status.OnAssigned(partitions.Count);
+                _logger.LogInformation("Consumer {GroupId} assigned {Partitions}", _options.GroupId, Describe(partitions));
+            })
             .SetPartitionsRevokedHandler((consumer, partitions) =>
             {
+                Status.OnRevoked(partitions.Count);
                 if (_abandoned)
                     return;
                 // Last chance to commit what this instance processed before another one takes the partitions.
@@ -278,6 +282,7 @@ public sealed class OutboxConsumerService : BackgroundService
             })
             .SetPartitionsLostHandler((_, partitions) =>
             {
+                Status.OnRevoked(partitions.Count);
                 _offsets.Forget(partitions.Select(p => p.TopicPartition));
                 _logger.LogWarning("Consumer {GroupId} lost {Partitions}; their uncommitted events will be delivered again", _options.GroupId,
                     Describe(partitions.Select(p => p.TopicPartition)));

@@ -4,6 +4,10 @@ namespace Cdc.Consumer;
 public sealed class OutboxConsumerStatus
 {
     long _processed, _duplicates, _handlerFailures, _deadLettered, _committed;
+    int _assigned;
+
+    /// <summary>Partitions this instance holds now (0 until the group has assigned it some, e.g. for readiness).</summary>
+    public int AssignedPartitions => Volatile.Read(ref _assigned);
 
     /// <summary>Events whose handler ran and committed.</summary>
     public long Processed => Interlocked.Read(ref _processed);
@@ -16,6 +20,8 @@ public sealed class OutboxConsumerStatus
     /// <summary>Offset commits to Kafka that succeeded.</summary>
     public long OffsetCommits => Interlocked.Read(ref _committed);
 
+    internal void OnAssigned(int partitions) => Interlocked.Add(ref _assigned, partitions);
+    internal void OnRevoked(int partitions) => Interlocked.Add(ref _assigned, -partitions);
     internal void OnProcessed() => Interlocked.Increment(ref _processed);
     internal void OnDuplicate() => Interlocked.Increment(ref _duplicates);
     internal void OnHandlerFailure() => Interlocked.Increment(ref _handlerFailures);
