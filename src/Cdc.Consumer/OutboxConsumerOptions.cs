@@ -98,9 +98,10 @@ public sealed class OutboxConsumerOptions
                     "is set by the service (offsets are committed only after the database commit)");
 
         // Retries happen between polls: if they outlast max.poll.interval.ms the group evicts this consumer mid-event.
-        var maxPoll = TimeSpan.FromMilliseconds(Consumer.TryGetValue("max.poll.interval.ms", out var value)
-            ? int.Parse(value, CultureInfo.InvariantCulture)
-            : 300_000);
+        var maxPollMs = 300_000;
+        if (Consumer.TryGetValue("max.poll.interval.ms", out var value) && !int.TryParse(value, CultureInfo.InvariantCulture, out maxPollMs))
+            throw new OutboxConsumerConfigurationException("Consumer[max.poll.interval.ms]", $"'{value}' is not a number of milliseconds");
+        var maxPoll = TimeSpan.FromMilliseconds(maxPollMs);
         if (RetryBudget >= maxPoll * 0.8 || MaxBackoff >= maxPoll * 0.8)
             throw new OutboxConsumerConfigurationException(nameof(MaxAttempts),
                 $"retrying one event can take {RetryBudget} (MaxAttempts, InitialBackoff, MaxBackoff), too close to max.poll.interval.ms ({maxPoll}); " +

@@ -51,6 +51,11 @@ public static class OutboxRecordHeaders
     /// <summary>The <c>id</c> header (the event id consumers deduplicate on), or null.</summary>
     public static string? EventId(this Headers? headers) => headers?.TryGetLastBytes(Id, out var bytes) == true ? Encoding.UTF8.GetString(bytes) : null;
 
-    /// <summary>The record's event id: the <c>id</c> header, which the contract says to deduplicate on, else the event's own.</summary>
-    public static string EventId<TKey>(this ConsumeResult<TKey, OutboxEvent> result) => result.Message.Headers.EventId() ?? result.Message.Value.Id;
+    /// <summary>
+    /// The record's event id. The contract puts the same value in the <c>id</c> header and the event's <c>id</c> field;
+    /// the field is read, because a row whose own headers have an "id" entry adds a second <c>id</c> header after the
+    /// connector's, and clients read the last one.
+    /// </summary>
+    public static string EventId<TKey>(this ConsumeResult<TKey, OutboxEvent> result) =>
+        result.Message.Value.Id is { Length: > 0 } id ? id : result.Message.Headers.EventId() ?? "";
 }

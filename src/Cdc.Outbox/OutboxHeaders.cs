@@ -17,6 +17,13 @@ static class OutboxHeaders
     /// </summary>
     public static Dictionary<string, string> For(OutboxMessage message, bool withContentType)
     {
+        foreach (var name in message.Headers.Keys)
+            if (name is "id" or "event_type")
+                // The connector sets these record headers itself and appends the row's after them: a second "id"
+                // header would be the one most clients read, and consumers deduplicate on it.
+                throw new ArgumentException(
+                    $"Event {message.Id} has a header named '{name}', which the connector sets itself from the event; choose another name.",
+                    nameof(message));
         var headers = new Dictionary<string, string>(message.Headers, StringComparer.Ordinal);
         // traceparent and tracestate belong together: an explicit traceparent is never paired with another trace's state.
         if (Activity.Current is { IdFormat: ActivityIdFormat.W3C, Id: { } id } activity && !Has(headers, TraceParent))

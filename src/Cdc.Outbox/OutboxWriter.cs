@@ -54,17 +54,20 @@ public sealed class OutboxWriter
         // Checked for the whole batch first: a refusal must not leave half a COPY in the caller's transaction.
         foreach (var message in batch)
             CheckFits(message);
+        var bytea = _options.PayloadColumnType == PayloadColumnType.Bytea;
+        // A bytea payload carries its content type in the headers: that is where the connector looks for it.
+        var headers = batch.Select(m => OutboxHeaders.ToJson(OutboxHeaders.For(m, withContentType: bytea))).ToList();
 
         // created_at is left to the column default (the transaction's now(), like the business rows') unless a message
         // sets it; one COPY has one column list, so then the others get this process's clock.
         var anyCreatedAt = batch.Any(m => m.CreatedAt is not null);
         var now = _clock.GetUtcNow();
-        var bytea = _options.PayloadColumnType == PayloadColumnType.Bytea;
 
         await using (var copy = await connection.BeginBinaryImportAsync(anyCreatedAt ? _copyWithCreatedAt : _copyWithDefaultCreatedAt, cancellationToken))
         {
-            foreach (var message in batch)
+            for (var i = 0; i < batch.Count; i++)
             {
+                var message = batch[i];
                 await copy.StartRowAsync(cancellationToken);
                 await copy.WriteAsync(message.Id, NpgsqlDbType.Uuid, cancellationToken);
                 await copy.WriteAsync(message.AggregateType, NpgsqlDbType.Text, cancellationToken);
@@ -74,9 +77,8 @@ public sealed class OutboxWriter
                     await copy.WriteAsync(message.Payload.Bytes.ToArray(), NpgsqlDbType.Bytea, cancellationToken);
                 else
                     await copy.WriteAsync(Encoding.UTF8.GetString(message.Payload.Bytes.Span), NpgsqlDbType.Jsonb, cancellationToken);
-                // A bytea payload carries its content type in the headers: that is where the connector looks for it.
-                if (OutboxHeaders.ToJson(OutboxHeaders.For(message, withContentType: bytea)) is { } headers)
-                    await copy.WriteAsync(headers, NpgsqlDbType.Jsonb, cancellationToken);
+                if (headers[i] is { } json)
+                    await copy.WriteAsync(json, NpgsqlDbType.Jsonb, cancellationToken);
                 else
                     await copy.WriteNullAsync(cancellationToken);
                 if (anyCreatedAt)

@@ -132,6 +132,11 @@ public class OutboxWriterTests(ITestOutputHelper output, ServersFixture fixture)
         Assert.Contains("PayloadColumnType = Bytea", error.Message);
         Assert.Contains(bytes.Id.ToString(), error.Message);
 
+        // Header names the connector sets itself would make a second, ambiguous record header.
+        var reserved = OutboxMessage.Json("order", "o-1", "OrderPlaced", new { });
+        reserved.Headers["id"] = "mine";
+        Assert.Contains("'id'", (await Assert.ThrowsAsync<ArgumentException>(() => writer.AddAsync(tx, reserved))).Message);
+
         // The transaction is still usable and nothing of the batch was written.
         await writer.AddAsync(tx, json);
         await tx.CommitAsync();

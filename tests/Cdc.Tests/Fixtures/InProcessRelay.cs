@@ -140,10 +140,23 @@ public sealed class InProcessRelay : IAsyncDisposable
         {
             await using var connection = new NpgsqlConnection(options.Postgres.ConnectionString);
             await connection.OpenAsync();
-            await using var command = new NpgsqlCommand($"""
-                SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{options.Postgres.Slot}' AND NOT active;
-                DROP PUBLICATION IF EXISTS "{options.Postgres.Publication}";
-                """, connection);
+            // A reader that was just stopped or killed may hold the slot for a moment longer.
+            for (var deadline = DateTime.UtcNow.AddSeconds(10); DateTime.UtcNow < deadline; await Task.Delay(200))
+            {
+                await using var find = new NpgsqlCommand("SELECT active FROM pg_replication_slots WHERE slot_name = $1", connection);
+                find.Parameters.AddWithValue(options.Postgres.Slot);
+                var active = await find.ExecuteScalarAsync();
+                if (active is null)
+                    break;
+                if (active is false)
+                {
+                    await using var drop = new NpgsqlCommand("SELECT pg_drop_replication_slot($1)", connection);
+                    drop.Parameters.AddWithValue(options.Postgres.Slot);
+                    await drop.ExecuteNonQueryAsync();
+                    break;
+                }
+            }
+            await using var command = new NpgsqlCommand($"DROP PUBLICATION IF EXISTS \"{options.Postgres.Publication}\"", connection);
             await command.ExecuteNonQueryAsync();
         }
         catch (NpgsqlException)
