@@ -42,7 +42,10 @@ public sealed class OutboxWriter
     /// Adds the events to the outbox table in <paramref name="transaction"/> with one binary COPY, in the given
     /// order (which is the order the connector publishes them in, per aggregate).
     /// </summary>
-    /// <exception cref="ArgumentException">A payload that the payload column cannot hold (bytes into jsonb).</exception>
+    /// <exception cref="ArgumentException">
+    /// A payload the payload column cannot hold (bytes into jsonb), or a header named <c>id</c> or <c>event_type</c>
+    /// (the connector sets those itself). Checked before anything is written.
+    /// </exception>
     /// <exception cref="InvalidOperationException">The transaction has already committed or rolled back.</exception>
     public async Task AddRangeAsync(NpgsqlTransaction transaction, IEnumerable<OutboxMessage> messages, CancellationToken cancellationToken = default)
     {
