@@ -1,0 +1,70 @@
+namespace Cdc.Outbox;
+
+/// <summary>How the payload column is declared; decides which payloads fit and how the connector reads them.</summary>
+public enum PayloadColumnType
+{
+    /// <summary>JSON payloads only; consumers get the JSON as PostgreSQL renders jsonb.</summary>
+    Jsonb,
+    /// <summary>Any payload; the content type travels in the <c>content-type</c> header.</summary>
+    Bytea,
+}
+
+/// <summary>
+/// Column names of the outbox table. The same names and defaults as the connector's
+/// <c>Cdc:Postgres:Columns:*</c> options, so one configuration section can feed both.
+/// </summary>
+public sealed class OutboxColumnNames
+{
+    public string Id { get; set; } = "id";
+    public string AggregateType { get; set; } = "aggregate_type";
+    public string AggregateId { get; set; } = "aggregate_id";
+    public string EventType { get; set; } = "event_type";
+    public string Payload { get; set; } = "payload";
+    public string Headers { get; set; } = "headers";
+    public string CreatedAt { get; set; } = "created_at";
+}
+
+/// <summary>Where and how <see cref="OutboxWriter"/> writes. Validated when the writer is created.</summary>
+public sealed class OutboxWriterOptions
+{
+    /// <summary>The outbox table, <c>schema.table</c> or <c>table</c> (in <c>public</c>); the connector's <c>Cdc:Postgres:Table</c>.</summary>
+    public string Table { get; set; } = "public.outbox";
+
+    /// <summary>The connector's <c>Cdc:Postgres:Columns</c>.</summary>
+    public OutboxColumnNames Columns { get; set; } = new();
+
+    public PayloadColumnType PayloadColumnType { get; set; } = PayloadColumnType.Jsonb;
+
+    /// <summary>
+    /// Delete the rows again right after inserting them, in the same transaction. The connector still relays them
+    /// (it reads the INSERT from the WAL), and the table never grows: no cleanup job, no bloat.
+    /// </summary>
+    public bool DeleteAfterInsert { get; set; }
+
+    /// <summary>Prefix of the logical-decoding messages <see cref="OutboxWriter.EmitAsync"/> writes; the connector's <c>Cdc:Postgres:MessagePrefix</c>.</summary>
+    public string MessagePrefix { get; set; } = "cdc.outbox";
+
+    /// <summary>Throws <see cref="ArgumentException"/> naming the first option that cannot work.</summary>
+    public void Validate()
+    {
+        OutboxTableName.Parse(Table);
+        ArgumentNullException.ThrowIfNull(Columns, nameof(Columns));
+        foreach (var (name, value) in new[]
+                 {
+                     (nameof(OutboxColumnNames.Id), Columns.Id), (nameof(OutboxColumnNames.AggregateType), Columns.AggregateType),
+                     (nameof(OutboxColumnNames.AggregateId), Columns.AggregateId), (nameof(OutboxColumnNames.EventType), Columns.EventType),
+                     (nameof(OutboxColumnNames.Payload), Columns.Payload), (nameof(OutboxColumnNames.Headers), Columns.Headers),
+                     (nameof(OutboxColumnNames.CreatedAt), Columns.CreatedAt),
+                 })
+        {
+            if (string.IsNullOrWhiteSpace(value))
+                throw new ArgumentException($"OutboxWriterOptions.Columns.{name} is required", nameof(Columns));
+            if (value.Contains('"'))
+                throw new ArgumentException($"OutboxWriterOptions.Columns.{name} '{value}' must not contain '\"'", nameof(Columns));
+        }
+        if (!Enum.IsDefined(PayloadColumnType))
+            throw new ArgumentException($"OutboxWriterOptions.PayloadColumnType {PayloadColumnType} is not Jsonb or Bytea", nameof(PayloadColumnType));
+        if (string.IsNullOrWhiteSpace(MessagePrefix))
+            throw new ArgumentException("OutboxWriterOptions.MessagePrefix is required", nameof(MessagePrefix));
+    }
+}
