@@ -84,7 +84,13 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
             { EventTypeHeader, Encoding.UTF8.GetBytes(evt.EventType) },
         };
         foreach (var (name, value) in evt.Headers)
+        {
+            // The connector's own id and event_type headers are what consumers deduplicate and route on: a row header
+            // of the same name stays in the event's headers map but does not shadow them on the record.
+            if (name is IdHeader or EventTypeHeader)
+                continue;
             headers.Add(name, Encoding.UTF8.GetBytes(value));
+        }
 
         var key = Encoding.UTF8.GetBytes(evt.AggregateId);
         return new MappingResult(new OutboxRecord(topic, key, headers, evt.ToByteArray()) { EventId = evt.Id }, null);

@@ -61,6 +61,16 @@ public class OutboxEventMapperTests
     }
 
     [Fact]
+    public void Row_headers_named_id_or_event_type_do_not_shadow_the_connectors_headers()
+    {
+        var record = Mapper.Map(Row(r => r.HeadersJson = """{"id":"not-the-id","event_type":"Other","tenant":"acme"}"""), Transaction).Record!;
+        Assert.Equal(["id", "event_type", "tenant"], record.Headers.Select(h => h.Key));
+        Assert.Equal("3f2504e0-4f89-11d3-9a0c-0305e82c3301", Header(record.Headers, "id"));
+        Assert.Equal("OrderPlaced", Header(record.Headers, "event_type"));
+        Assert.Equal("not-the-id", OutboxEvent.Parser.ParseFrom(record.Value).Headers["id"]);
+    }
+
+    [Fact]
     public void Bytea_payload_is_octet_stream_unless_a_header_says_otherwise()
     {
         var bytes = new byte[] { 0, 1, 2, 255 };
