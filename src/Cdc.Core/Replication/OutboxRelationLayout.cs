@@ -29,6 +29,8 @@ sealed class OutboxRelationLayout
     public OutboxColumn[] Columns { get; }
     public bool IdIsUuid { get; }
     public PayloadKind PayloadKind { get; }
+    /// <summary>jsonb's binary form starts with a version byte before the JSON text.</summary>
+    public bool PayloadIsJsonb { get; private init; }
 
     OutboxRelationLayout(OutboxColumn[] columns, bool idIsUuid, PayloadKind payloadKind)
     {
@@ -46,6 +48,7 @@ sealed class OutboxRelationLayout
         var columns = new OutboxColumn[relation.Columns.Count];
         var idIsUuid = false;
         var payloadKind = PayloadKind.Json;
+        var payloadIsJsonb = false;
         for (var i = 0; i < columns.Length; i++)
         {
             var column = relation.Columns[i];
@@ -61,8 +64,11 @@ sealed class OutboxRelationLayout
             if (columns[i] == OutboxColumn.Id)
                 idIsUuid = column.DataTypeId == UuidOid;
             if (columns[i] == OutboxColumn.Payload)
+            {
                 payloadKind = column.DataTypeId == ByteaOid ? PayloadKind.Bytes : PayloadKind.Json;
+                payloadIsJsonb = column.DataTypeId == JsonbOid;
+            }
         }
-        return new OutboxRelationLayout(columns, idIsUuid, payloadKind);
+        return new OutboxRelationLayout(columns, idIsUuid, payloadKind) { PayloadIsJsonb = payloadIsJsonb };
     }
 }

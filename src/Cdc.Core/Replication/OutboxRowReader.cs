@@ -1,5 +1,5 @@
-using System.Text;
 using Cdc.Mapping;
+using Npgsql.Replication.PgOutput;
 using Npgsql.Replication.PgOutput.Messages;
 
 namespace Cdc.Replication;
@@ -32,9 +32,7 @@ static class OutboxRowReader
                     row.EventType = await value.Get<string>(ct);
                     break;
                 case OutboxColumn.Payload:
-                    row.Payload = layout.PayloadKind == PayloadKind.Bytes
-                        ? await value.Get<byte[]>(ct)
-                        : Encoding.UTF8.GetBytes(await value.Get<string>(ct));
+                    row.Payload = await ReadPayloadAsync(value, layout.PayloadIsJsonb, ct);
                     break;
                 case OutboxColumn.Headers:
                     row.HeadersJson = await value.Get<string>(ct);
@@ -45,5 +43,25 @@ static class OutboxRowReader
             }
         }
         return row;
+    }
+
+    /// <summary>
+    /// The payload's bytes as the binary protocol sends them: bytea and json are the bytes themselves, jsonb is a
+    /// version byte and then the JSON text in UTF-8. Read raw, without a string in between.
+    /// </summary>
+    static async ValueTask<byte[]> ReadPayloadAsync(ReplicationValue value, bool jsonb, CancellationToken ct)
+    {
+        var length = value.Length;
+        await using var stream = value.GetStream();
+        if (jsonb)
+        {
+            var version = stream.ReadByte();
+            if (version != 1)
+                throw new InvalidDataException($"Unsupported jsonb binary format version {version}");
+            length--;
+        }
+        var bytes = GC.AllocateUninitializedArray<byte>(length);
+        await stream.ReadExactlyAsync(bytes, ct);
+        return bytes;
     }
 }
