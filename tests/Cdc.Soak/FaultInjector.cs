@@ -190,6 +190,7 @@ sealed class FaultInjector(
 
     async Task RestartPostgresAsync(string mode)
     {
+        monitor.PostgresRestartBegins();
         try
         {
             await postgres.StopAsync(mode);
@@ -210,7 +211,6 @@ sealed class FaultInjector(
                     await Task.Delay(2000);
                 }
             }
-            Interlocked.Increment(ref monitor.PostgresRestarts);
             NpgsqlConnection.ClearAllPools(); // pooled connections point at the old server process
             log.Info("PostgreSQL is up again");
         }

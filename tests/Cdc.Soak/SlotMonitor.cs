@@ -12,11 +12,20 @@ namespace Cdc.Soak;
 sealed class SlotMonitor(string connectionString, string slot, RunLog log, Func<string> context, string csvPath)
 {
     readonly List<(double At, ulong InsertLsn)> _samples = [];
+    readonly Lock _gate = new();
     ulong _lastConfirmed;
-    int _pgRestartsSeen;
+    double _lastPollStarted = double.NegativeInfinity;
+    double _lastRestartBegan = double.NegativeInfinity;
 
-    /// <summary>Incremented by the fault injector after each PostgreSQL restart, to explain a confirmed position that moves back.</summary>
-    public int PostgresRestarts;
+    /// <summary>
+    /// The fault injector is about to stop PostgreSQL. A confirmed position that moved back since a poll that started before
+    /// this is put down to the restart (PostgreSQL 15 does not save confirmed_flush_lsn at shutdown).
+    /// </summary>
+    public void PostgresRestartBegins()
+    {
+        lock (_gate)
+            _lastRestartBegan = log.Elapsed;
+    }
 
     public long WorstLagBytes { get; private set; }
     public string WorstLagBytesWhen { get; private set; } = "";
@@ -60,6 +69,7 @@ sealed class SlotMonitor(string connectionString, string slot, RunLog log, Func<
 
     async Task PollAsync(StreamWriter csv, CancellationToken ct)
     {
+        var started = log.Elapsed;
         await using var connection = new NpgsqlConnection(connectionString);
         await connection.OpenAsync(ct);
         await using var command = new NpgsqlCommand("""
@@ -79,12 +89,14 @@ sealed class SlotMonitor(string connectionString, string slot, RunLog log, Func<
         Polls++;
         _samples.Add((now, insert));
 
-        var restarts = Volatile.Read(ref PostgresRestarts);
+        bool restartedSinceLastPoll;
+        lock (_gate)
+            restartedSinceLastPoll = _lastRestartBegan >= _lastPollStarted;
         if (confirmed < _lastConfirmed)
         {
             // PostgreSQL 15 does not save confirmed_flush_lsn at shutdown: after a restart it is back at the last
             // checkpoint. Anywhere else a step back would be news.
-            if (restarts != _pgRestartsSeen)
+            if (restartedSinceLastPoll)
                 RegressionsAfterPostgresRestart++;
             else
             {
@@ -92,7 +104,7 @@ sealed class SlotMonitor(string connectionString, string slot, RunLog log, Func<
                 log.Info($"NOTE: confirmed_flush_lsn moved back from {Lsn(_lastConfirmed)} to {Lsn(confirmed)} without a PostgreSQL restart");
             }
         }
-        _pgRestartsSeen = restarts;
+        _lastPollStarted = started;
         _lastConfirmed = confirmed;
 
         var lagBytes = wal > confirmed ? (long)(wal - confirmed) : 0;
@@ -106,7 +118,7 @@ sealed class SlotMonitor(string connectionString, string slot, RunLog log, Func<
         }
         if (lagSeconds > WorstLagSeconds)
         {
-            WorstLagSeconds = lagSeconds;
+            WorstLagSeconds = Math.Round(lagSeconds, 1);
             WorstLagSecondsWhen = string.Create(CultureInfo.InvariantCulture, $"+{now:F0}s, {context()}");
         }
         await csv.WriteLineAsync(string.Create(CultureInfo.InvariantCulture,
