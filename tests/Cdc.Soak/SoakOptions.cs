@@ -29,8 +29,9 @@ sealed record SoakOptions
           --out FILE      also write the summary as JSON to FILE
           --log-dir DIR   where the worker log, slot samples and summary go (default artifacts/soak/<time>-seed<N>)
 
-        Exit code 0 only when nothing was lost, nothing unexpected arrived, per-aggregate order held, and the run was
-        conclusive (the worker drained, SIGTERM exits were clean, the reader saw every offset); 1 otherwise; 2 on bad usage.
+        Exit code 0 only when nothing committed was lost, nothing else arrived (rolled-back rows, UPDATEs, dead letters,
+        malformed or misrouted records), per-aggregate order held, the worker never exited on its own, every SIGTERM
+        exit was 0 within 30 s, the slot caught up at the end, and the reader saw every offset; 1 otherwise; 2 on bad usage.
         """;
 
     public static SoakOptions Parse(string[] args)
