@@ -116,8 +116,16 @@ sealed class RelaySession : IAsyncDisposable
             if (first == read)
             {
                 // The stream ended or broke: nothing can be confirmed on this connection any more.
-                await read;
-                throw new NpgsqlException("The replication stream ended.");
+                try
+                {
+                    await read;
+                }
+                catch (NpgsqlException e) when (e.Message.Contains("CommandComplete", StringComparison.Ordinal))
+                {
+                    // Npgsql's words for a server that ended COPY: a fast shutdown, not a bug.
+                    throw new NpgsqlException("PostgreSQL ended the replication stream (the server is shutting down or restarting)", e);
+                }
+                throw new NpgsqlException("PostgreSQL ended the replication stream.");
             }
 
             if (first == stopped && _failure is null)
