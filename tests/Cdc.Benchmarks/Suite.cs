@@ -38,7 +38,6 @@ sealed partial class Suite(Options o)
                 ["shared_buffers"] = "512MB",
                 ["max_wal_size"] = "8GB",
                 ["checkpoint_timeout"] = "30min",
-                ["wal_sender_timeout"] = "0",
             },
         });
         try
