@@ -5,9 +5,10 @@ namespace Cdc.Benchmarks;
 sealed partial class Suite
 {
     /// <summary>
-    /// a. pg_recvlogical on the second slot (advanced past the warm-up first): the server's own decode rate. Timed from
-    /// the first byte it outputs (connected, slot's snapshot built, decoding the backlog) to its exit at --endpos, like
-    /// b, which is timed once streaming; the start-to-exit time is in the note.
+    /// a. pg_recvlogical on the second slot (advanced past the warm-up first), writing to /dev/null: the server's own
+    /// decode rate. Timed like b once streaming: from the first reading of its walsender's sent_lsn
+    /// (pg_stat_replication) past the warm-up's end to its exit at --endpos, events counted pro rata of WAL between
+    /// the two; the start-to-exit time is in the note.
     /// </summary>
     async Task RecvLogicalAsync(DrainResult r, ulong warmEnd, ulong end)
     {
@@ -15,38 +16,43 @@ sealed partial class Suite
         var tool = Path.Combine(PgBinDirectory(), "pg_recvlogical");
         string[] recv =
         [
-            tool, "-d", $"host=127.0.0.1 port={_pg.Port} user=postgres dbname=postgres", "--slot", RecvSlot, "--start",
-            "-o", "proto_version=1", "-o", $"publication_names={Database.Publication}", "-o", "binary=true",
-            "--endpos", Lsn(end), "--no-loop", "-f", "-",
+            tool, "-d", $"host=127.0.0.1 port={_pg.Port} user=postgres dbname=postgres application_name=bench_recv",
+            "--slot", RecvSlot, "--start", "-o", "proto_version=1", "-o", $"publication_names={Database.Publication}",
+            "-o", "binary=true", "-f", "/dev/null", "--endpos", Lsn(end), "--no-loop",
         ];
-        // Its output goes to /dev/null through a pipe whose reader notes when the first byte came (FIRST <epoch ns>).
-        // The shell waits for pg_recvlogical, then prints its own /proc stat: cutime+cstime is pg_recvlogical's CPU
-        // (and the pipe reader's, a few milliseconds).
-        const string script = """
-            "$@" | { head -c 1 >/dev/null; echo "FIRST $(date +%s%N)"; cat >/dev/null; }
-            echo "EXIT $(date +%s%N)"; cat /proc/$$/stat
-            """;
-        string[] shell = ["sh", "-c", script, "sh", .. recv];
+        // The shell waits for pg_recvlogical, then prints its own /proc stat: cutime+cstime is pg_recvlogical's CPU.
+        string[] shell = ["sh", "-c", "\"$@\"; rc=$?; cat /proc/$$/stat; exit $rc", "sh", .. recv];
         var (file, args) = Proc.IsRoot ? ("runuser", (string[])["-u", "postgres", "--", .. shell]) : (shell[0], shell[1..]);
 
+        await using var connection = await _db.OpenAsync();
+        await using var sent = new Npgsql.NpgsqlCommand("SELECT sent_lsn FROM pg_stat_replication WHERE application_name = 'bench_recv'", connection);
         var server0 = Proc.ServerCpuSeconds(_postmasterPid);
-        var clock = Stopwatch.StartNew();
+        var total = Stopwatch.StartNew();
         using var child = Child.Start("pg_recvlogical", file, args);
-        await child.WaitForExitAsync(TimeSpan.FromMinutes(30));
-        var total = clock.Elapsed.TotalSeconds;
+        Stopwatch? clock = null;
+        ulong from = 0;
+        while (!child.HasExited && total.Elapsed < TimeSpan.FromMinutes(30))
+        {
+            if (clock is null && await sent.ExecuteScalarAsync() is NpgsqlTypes.NpgsqlLogSequenceNumber lsn && (ulong)lsn > warmEnd)
+            {
+                clock = Stopwatch.StartNew();
+                from = (ulong)lsn;
+            }
+            await Task.Delay(clock is null ? 5 : 20);
+        }
+        var exit = await child.WaitForExitAsync(TimeSpan.FromSeconds(10));
+        r.Seconds = clock?.Elapsed.TotalSeconds ?? 0;
         r.ServerCpuSeconds = Proc.ServerCpuSeconds(_postmasterPid) - server0;
-        var lines = child.Output.Split('\n');
-        var first = lines.FirstOrDefault(l => l.StartsWith("FIRST ", StringComparison.Ordinal));
-        var exit = lines.FirstOrDefault(l => l.StartsWith("EXIT ", StringComparison.Ordinal));
-        var stat = lines.LastOrDefault(l => l.Contains("(sh)"));
         var confirmed = await _db.ConfirmedLsnAsync(RecvSlot);
-        if (first is null || exit is null || stat is null || confirmed < end)
-            throw new InvalidOperationException($"pg_recvlogical did not reach {Lsn(end)} (slot at {Lsn(confirmed)}): {child.Tail(10)}");
-        r.Seconds = (long.Parse(exit[5..]) - long.Parse(first[6..])) / 1e9;
+        if (exit != 0 || confirmed < end || clock is null)
+            throw new InvalidOperationException($"pg_recvlogical exited {exit}, slot at {Lsn(confirmed)} (end {Lsn(end)}), " +
+                                                $"{(clock is null ? "never seen streaming" : "")}: {child.Tail(10)}");
+        var stat = child.Output.Split('\n').Last(l => l.Contains("(sh)"));
         r.ProcessCpuSeconds = Proc.WaitedChildrenCpuSeconds(stat);
-        r.Events = o.Events;
-        r.Note = $"timed from its first output byte to its exit at --endpos (start to exit: {total:0.00} s = {o.Events / total:N0} events/s); " +
-                 "client CPU is pg_recvlogical's, its output piped to /dev/null";
+        r.Events = Math.Round(o.Events * (double)(end - from) / (end - warmEnd));
+        var startToExit = total.Elapsed.TotalSeconds;
+        r.Note = $"timed from its walsender's sent_lsn passing the warm-up's end to its exit at --endpos (start to exit: {startToExit:0.00} s " +
+                 $"= {o.Events / startToExit:N0} events/s); client CPU is pg_recvlogical's (writes to /dev/null, whole run)";
     }
 
     /// <summary>
