@@ -25,7 +25,8 @@ static class MicroMode
         // In process: no generated project to build (this repository treats warnings as errors), same JIT settings.
         var job = (quick ? Job.ShortRun : Job.Default.WithWarmupCount(5).WithIterationCount(15))
             .WithToolchain(InProcessEmitToolchain.Instance);
-        var config = DefaultConfig.Instance.AddJob(job).WithOptions(ConfigOptions.DisableOptimizationsValidator);
+        var config = DefaultConfig.Instance.AddJob(job).WithOptions(ConfigOptions.DisableOptimizationsValidator)
+            .WithArtifactsPath(Path.Combine("artifacts", "BenchmarkDotNet")); // artifacts/ is git-ignored
         var summaries = BenchmarkSwitcher.FromTypes([typeof(MappingBenchmarks)]).Run(rest.Length > 0 ? rest : ["--filter", "*"], config);
         return summaries.Any(s => s.HasCriticalValidationErrors || s.Reports.Any(r => !r.Success)) ? 1 : 0;
     }
