@@ -9,6 +9,25 @@ namespace Cdc.Benchmarks;
 /// </summary>
 sealed class Child : IDisposable
 {
+    // Children still running when this process exits (Ctrl-C, an exception) are killed, not left behind:
+    // a worker outlives its database and retries forever.
+    static readonly HashSet<Child> Running = [];
+
+    static Child()
+    {
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => KillAll();
+        Console.CancelKeyPress += (_, _) => KillAll();
+    }
+
+    static void KillAll()
+    {
+        Child[] children;
+        lock (Running)
+            children = [.. Running];
+        foreach (var child in children)
+            child.Kill();
+    }
+
     readonly Process _process;
     readonly List<string> _lines = [];
     readonly string _name;
@@ -55,6 +74,8 @@ sealed class Child : IDisposable
         process.OutputDataReceived += (_, e) => child.Append(e.Data);
         process.ErrorDataReceived += (_, e) => child.Append(e.Data);
         process.Start();
+        lock (Running)
+            Running.Add(child);
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         return child;
@@ -157,6 +178,8 @@ sealed class Child : IDisposable
 
     public void Dispose()
     {
+        lock (Running)
+            Running.Remove(this);
         CloseInput();
         if (!_process.HasExited && !_process.WaitForExit(TimeSpan.FromSeconds(10)))
             Kill();
