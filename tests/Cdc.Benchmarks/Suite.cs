@@ -26,6 +26,9 @@ sealed partial class Suite(Options o)
         _result.Machine = Machine();
         Say($"Cdc benchmark suite ({(o.Quick ? "quick" : "full")}): {o.Events:N0} events, worker build {Worker.Configuration}, " +
             $"commit {_result.Machine["commit"]}, load {Proc.LoadAverage()}");
+        if (o.Quick)
+            _result.Notes.Add("--quick: the drains last about a second, too short for the worker's tiered JIT to settle; " +
+                              "drain rates, ratios and CPU per event of a quick run are not the steady state (run without --quick).");
         if (Worker.Configuration != "Release")
             _result.Notes.Add($"The worker and this app are a {Worker.Configuration} build: numbers are not representative (use -c Release).");
 
