@@ -1,0 +1,22 @@
+using Cdc.Benchmarks;
+
+// Modes: the suite (default), the micro-benchmarks, and the child processes the suite starts.
+return args.FirstOrDefault() switch
+{
+    "--broker" => BrokerMode.Run(args[1..]),
+    "--poll" => await PollingRelay.RunAsync(args[1..]),
+    "--wolverine" => await WolverineMode.RunAsync(args[1..]),
+    "--micro" => MicroMode.Run(args[1..]),
+    "--help" or "-h" => Help(),
+    _ => await new Suite(Options.Parse(args)).RunAsync(),
+};
+
+static int Help()
+{
+    Console.WriteLine("""
+        dotnet run -c Release --project tests/Cdc.Benchmarks -- [--quick] [--events N] [--out bench.json] [options]
+        dotnet run -c Release --project tests/Cdc.Benchmarks -- --micro [--quick]
+        See tests/Cdc.Benchmarks/README.md for every option.
+        """);
+    return 0;
+}
