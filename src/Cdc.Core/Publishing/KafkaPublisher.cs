@@ -38,6 +38,8 @@ public sealed class KafkaPublisher : IDisposable
             ClientId = "cdc-outbox",
             // For the queue-depth gauge; cheap at this interval.
             StatisticsIntervalMs = 5000,
+            // The delivery handler needs only the error; copying key, value and headers back per report costs CPU.
+            DeliveryReportFields = "status",
         };
         foreach (var (key, value) in options.Producer)
             config.Set(key, value);
