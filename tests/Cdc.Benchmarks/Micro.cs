@@ -56,7 +56,7 @@ public class MappingBenchmarks
             EventType = "OrderPlaced",
             Payload = Encoding.UTF8.GetBytes(payload),
             PayloadKind = PayloadKind.Json,
-            HeadersJson = "{\"traceparent\": \"00-c4ca4238a0b923820dcc509a6f75849b-8f14e45fceea167a-01\"}",
+            Headers = System.Text.Encoding.UTF8.GetBytes("{\"traceparent\": \"00-c4ca4238a0b923820dcc509a6f75849b-8f14e45fceea167a-01\"}"),
             CreatedAt = DateTime.UtcNow,
         };
         _rowWithoutHeaders = new OutboxRow

@@ -59,7 +59,7 @@ static class PollingRelay
                         EventType = reader.GetString(3),
                         Payload = System.Text.Encoding.UTF8.GetBytes(reader.GetString(4)),
                         PayloadKind = PayloadKind.Json,
-                        HeadersJson = reader.IsDBNull(5) ? null : reader.GetString(5),
+                        Headers = reader.IsDBNull(5) ? null : System.Text.Encoding.UTF8.GetBytes(reader.GetString(5)),
                         CreatedAt = reader.GetDateTime(6),
                     }));
                 }

@@ -36,7 +36,7 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
             Source = SourceOf(transaction),
         };
 
-        var headersError = ReadHeaders(row.HeadersJson, evt.Headers);
+        var headersError = ReadHeaders(row.Headers, evt.Headers);
         evt.PayloadContentType = ContentType(row.PayloadKind, evt.Headers);
         if (headersError is not null)
             return DeadLetterOf(evt, headersError);
@@ -127,21 +127,37 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
     }
 
     /// <summary>Reads the row's headers object into <paramref name="into"/>; non-string values travel as their JSON text.</summary>
-    static string? ReadHeaders(string? json, IDictionary<string, string> into)
+    static string? ReadHeaders(byte[]? json, IDictionary<string, string> into)
     {
         if (json is null)
             return null;
         try
         {
-            using var doc = JsonDocument.Parse(json);
-            if (doc.RootElement.ValueKind == JsonValueKind.Null)
-                return null;
-            if (doc.RootElement.ValueKind != JsonValueKind.Object)
-                return $"headers is a JSON {doc.RootElement.ValueKind.ToString().ToLowerInvariant()}, not an object";
-            foreach (var property in doc.RootElement.EnumerateObject())
-                into[property.Name] = property.Value.ValueKind == JsonValueKind.String
-                    ? property.Value.GetString()!
-                    : property.Value.GetRawText();
+            // A forward-only reader over the UTF-8 text: no document is built for a few header strings per event.
+            var reader = new Utf8JsonReader(json);
+            reader.Read();
+            switch (reader.TokenType)
+            {
+                case JsonTokenType.Null:
+                    return null;
+                case JsonTokenType.StartObject:
+                    break;
+                default:
+                    return $"headers is a JSON {Kind(reader.TokenType)}, not an object";
+            }
+            while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+            {
+                var name = reader.GetString()!;
+                reader.Read();
+                if (reader.TokenType == JsonTokenType.String)
+                {
+                    into[name] = reader.GetString()!;
+                    continue;
+                }
+                var start = (int)reader.TokenStartIndex;
+                reader.Skip(); // to the end of an object or array value; a no-op for numbers and literals
+                into[name] = Encoding.UTF8.GetString(json, start, (int)reader.BytesConsumed - start);
+            }
             return null;
         }
         catch (JsonException e)
@@ -149,6 +165,16 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
             return $"headers is not valid JSON ({e.Message})";
         }
     }
+
+    static string Kind(JsonTokenType token) => token switch
+    {
+        JsonTokenType.StartArray => "array",
+        JsonTokenType.String => "string",
+        JsonTokenType.Number => "number",
+        JsonTokenType.True => "true",
+        JsonTokenType.False => "false",
+        _ => token.ToString().ToLowerInvariant(),
+    };
 
     static string ContentType(PayloadKind kind, IDictionary<string, string> headers)
     {

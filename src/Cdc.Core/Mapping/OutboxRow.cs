@@ -17,8 +17,8 @@ public sealed class OutboxRow
     /// <summary>jsonb: the JSON text in UTF-8; bytea: the bytes.</summary>
     public byte[]? Payload { get; set; }
     public PayloadKind PayloadKind { get; set; }
-    /// <summary>The row's headers column as JSON text, or null.</summary>
-    public string? HeadersJson { get; set; }
+    /// <summary>The row's headers column: JSON text in UTF-8, or null.</summary>
+    public byte[]? Headers { get; set; }
     public DateTime? CreatedAt { get; set; }
 }
 

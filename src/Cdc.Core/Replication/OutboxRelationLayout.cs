@@ -31,6 +31,7 @@ sealed class OutboxRelationLayout
     public PayloadKind PayloadKind { get; }
     /// <summary>jsonb's binary form starts with a version byte before the JSON text.</summary>
     public bool PayloadIsJsonb { get; private init; }
+    public bool HeadersIsJsonb { get; private init; }
 
     OutboxRelationLayout(OutboxColumn[] columns, bool idIsUuid, PayloadKind payloadKind)
     {
@@ -49,6 +50,7 @@ sealed class OutboxRelationLayout
         var idIsUuid = false;
         var payloadKind = PayloadKind.Json;
         var payloadIsJsonb = false;
+        var headersIsJsonb = false;
         for (var i = 0; i < columns.Length; i++)
         {
             var column = relation.Columns[i];
@@ -61,6 +63,8 @@ sealed class OutboxRelationLayout
                 : name == names.Headers ? OutboxColumn.Headers
                 : name == names.CreatedAt ? OutboxColumn.CreatedAt
                 : OutboxColumn.Other;
+            if (columns[i] == OutboxColumn.Headers)
+                headersIsJsonb = column.DataTypeId == JsonbOid;
             if (columns[i] == OutboxColumn.Id)
                 idIsUuid = column.DataTypeId == UuidOid;
             if (columns[i] == OutboxColumn.Payload)
@@ -69,6 +73,6 @@ sealed class OutboxRelationLayout
                 payloadIsJsonb = column.DataTypeId == JsonbOid;
             }
         }
-        return new OutboxRelationLayout(columns, idIsUuid, payloadKind) { PayloadIsJsonb = payloadIsJsonb };
+        return new OutboxRelationLayout(columns, idIsUuid, payloadKind) { PayloadIsJsonb = payloadIsJsonb, HeadersIsJsonb = headersIsJsonb };
     }
 }

@@ -32,10 +32,10 @@ static class OutboxRowReader
                     row.EventType = await value.Get<string>(ct);
                     break;
                 case OutboxColumn.Payload:
-                    row.Payload = await ReadPayloadAsync(value, layout.PayloadIsJsonb, ct);
+                    row.Payload = await ReadRawAsync(value, layout.PayloadIsJsonb, ct);
                     break;
                 case OutboxColumn.Headers:
-                    row.HeadersJson = await value.Get<string>(ct);
+                    row.Headers = await ReadRawAsync(value, layout.HeadersIsJsonb, ct);
                     break;
                 case OutboxColumn.CreatedAt:
                     row.CreatedAt = await value.Get<DateTime>(ct);
@@ -46,10 +46,10 @@ static class OutboxRowReader
     }
 
     /// <summary>
-    /// The payload's bytes as the binary protocol sends them: bytea and json are the bytes themselves, jsonb is a
+    /// A column's bytes as the binary protocol sends them: bytea and json are the bytes themselves, jsonb is a
     /// version byte and then the JSON text in UTF-8. Read raw, without a string in between.
     /// </summary>
-    static async ValueTask<byte[]> ReadPayloadAsync(ReplicationValue value, bool jsonb, CancellationToken ct)
+    static async ValueTask<byte[]> ReadRawAsync(ReplicationValue value, bool jsonb, CancellationToken ct)
     {
         var length = value.Length;
         await using var stream = value.GetStream();

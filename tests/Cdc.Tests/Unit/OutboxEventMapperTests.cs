@@ -20,12 +20,14 @@ public class OutboxEventMapperTests
             EventType = "OrderPlaced",
             Payload = Encoding.UTF8.GetBytes("""{"total":12.5}"""),
             PayloadKind = PayloadKind.Json,
-            HeadersJson = """{"traceparent":"00-abc-def-01","attempt":2,"flags":{"a":true}}""",
+            Headers = Utf8("""{"traceparent":"00-abc-def-01","attempt":2,"flags":{"a":true}}"""),
             CreatedAt = new DateTime(2026, 11, 27, 9, 59, 59, DateTimeKind.Utc),
         };
         change?.Invoke(row);
         return row;
     }
+
+    static byte[] Utf8(string json) => Encoding.UTF8.GetBytes(json);
 
     static string Header(Headers headers, string name) => Encoding.UTF8.GetString(headers.GetLastBytes(name));
 
@@ -63,7 +65,7 @@ public class OutboxEventMapperTests
     [Fact]
     public void Row_headers_named_id_or_event_type_do_not_shadow_the_connectors_headers()
     {
-        var record = Mapper.Map(Row(r => r.HeadersJson = """{"id":"not-the-id","event_type":"Other","tenant":"acme"}"""), Transaction).Record!;
+        var record = Mapper.Map(Row(r => r.Headers = Utf8("""{"id":"not-the-id","event_type":"Other","tenant":"acme"}""")), Transaction).Record!;
         Assert.Equal(["id", "event_type", "tenant"], record.Headers.Select(h => h.Key));
         Assert.Equal("3f2504e0-4f89-11d3-9a0c-0305e82c3301", Header(record.Headers, "id"));
         Assert.Equal("OrderPlaced", Header(record.Headers, "event_type"));
@@ -74,7 +76,7 @@ public class OutboxEventMapperTests
     public void Bytea_payload_is_octet_stream_unless_a_header_says_otherwise()
     {
         var bytes = new byte[] { 0, 1, 2, 255 };
-        var plain = OutboxEvent.Parser.ParseFrom(Mapper.Map(Row(r => { r.PayloadKind = PayloadKind.Bytes; r.Payload = bytes; r.HeadersJson = null; }), Transaction).Record!.Value);
+        var plain = OutboxEvent.Parser.ParseFrom(Mapper.Map(Row(r => { r.PayloadKind = PayloadKind.Bytes; r.Payload = bytes; r.Headers = null; }), Transaction).Record!.Value);
         Assert.Equal("application/octet-stream", plain.PayloadContentType);
         Assert.Equal(bytes, plain.Payload.ToByteArray());
 
@@ -82,7 +84,7 @@ public class OutboxEventMapperTests
         {
             r.PayloadKind = PayloadKind.Bytes;
             r.Payload = bytes;
-            r.HeadersJson = """{"content-type":"application/x-protobuf"}""";
+            r.Headers = Utf8("""{"content-type":"application/x-protobuf"}""");
         }), Transaction).Record!.Value);
         Assert.Equal("application/x-protobuf", typed.PayloadContentType);
     }
@@ -92,7 +94,7 @@ public class OutboxEventMapperTests
     [InlineData("""{"a":""", "headers is not valid JSON")]
     public void Headers_that_are_not_an_object_go_to_the_dead_letter_topic(string headers, string reason)
     {
-        var result = Mapper.Map(Row(r => r.HeadersJson = headers), Transaction);
+        var result = Mapper.Map(Row(r => r.Headers = Utf8(headers)), Transaction);
         AssertDeadLetter(result, reason);
     }
 
@@ -110,7 +112,7 @@ public class OutboxEventMapperTests
         {
             r.PayloadKind = PayloadKind.Bytes;
             r.Payload = [0xC3, 0x28];
-            r.HeadersJson = """{"content-type":"application/json"}""";
+            r.Headers = Utf8("""{"content-type":"application/json"}""");
         }), Transaction);
         AssertDeadLetter(result, "not valid UTF-8");
     }
