@@ -85,7 +85,7 @@ public sealed class KafkaOptions
 public sealed class RelayOptions
 {
     /// <summary>Events produced but not yet acknowledged; reading the slot pauses at this bound.</summary>
-    public int MaxInFlightEvents { get; set; } = 20_000;
+    public int MaxInFlightEvents { get; set; } = 10_000;
 
     /// <summary>Bytes (record values) produced but not yet acknowledged; reading pauses at this bound.</summary>
     public long MaxInFlightBytes { get; set; } = 64L * 1024 * 1024;
