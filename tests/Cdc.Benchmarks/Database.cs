@@ -29,16 +29,7 @@ sealed class Database(string connectionString)
 
     public async Task CreateSchemaAsync()
     {
-        await ExecAsync("""
-            CREATE TABLE public.outbox (
-              id             uuid        PRIMARY KEY,
-              aggregate_type text        NOT NULL,
-              aggregate_id   text        NOT NULL,
-              event_type     text        NOT NULL,
-              payload        jsonb       NOT NULL,
-              headers        jsonb,
-              created_at     timestamptz NOT NULL DEFAULT now()
-            );
+        await ExecAsync(Cdc.Outbox.OutboxSchema.CreateTableSql() + """
             CREATE TABLE public.outbox_poll (LIKE public.outbox INCLUDING ALL);
             CREATE INDEX ON public.outbox_poll (created_at, id);
             CREATE PUBLICATION bench_pub FOR TABLE public.outbox WITH (publish = 'insert');

@@ -9,16 +9,7 @@ namespace Cdc.Soak;
 /// <summary>The outbox table (the contract's DDL) and the soak's other tables.</summary>
 static class Schema
 {
-    public const string Ddl = """
-        CREATE TABLE public.outbox (
-          id             uuid        PRIMARY KEY,
-          aggregate_type text        NOT NULL,
-          aggregate_id   text        NOT NULL,
-          event_type     text        NOT NULL,
-          payload        jsonb       NOT NULL,
-          headers        jsonb,
-          created_at     timestamptz NOT NULL DEFAULT now()
-        );
+    public static readonly string Ddl = Cdc.Outbox.OutboxSchema.CreateTableSql() + """
         -- One row per writer transaction, in the same transaction: present exactly when the transaction committed.
         -- It settles commits whose outcome the writer could not see (the server crashed during COMMIT), even when the
         -- transaction deleted its own outbox rows.

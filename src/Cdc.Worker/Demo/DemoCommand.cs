@@ -1,5 +1,6 @@
 using System.Text;
 using Cdc.Embedded;
+using Cdc.Outbox;
 using Cdc.Outbox.V1;
 using Cdc.Relay;
 using Confluent.Kafka;
@@ -13,18 +14,8 @@ namespace Cdc.Worker.Demo;
 /// </summary>
 static class DemoCommand
 {
-    const string OutboxDdl = """
-        CREATE TABLE public.outbox (
-          id             uuid        PRIMARY KEY,
-          aggregate_type text        NOT NULL,
-          aggregate_id   text        NOT NULL,
-          event_type     text        NOT NULL,
-          payload        jsonb       NOT NULL,
-          headers        jsonb,
-          created_at     timestamptz NOT NULL DEFAULT now()
-        );
-        CREATE TABLE public.orders (id text PRIMARY KEY, total numeric NOT NULL);
-        """;
+    /// <summary>The contract's outbox table (the writer library's DDL) and the sample's business table.</summary>
+    static readonly string Ddl = OutboxSchema.CreateTableSql() + "CREATE TABLE public.orders (id text PRIMARY KEY, total numeric NOT NULL);";
 
     static readonly string[] Topics = ["outbox.event.order", "outbox.event.customer"];
 
@@ -39,7 +30,7 @@ static class DemoCommand
         await using (var connection = new NpgsqlConnection(postgres.ConnectionString))
         {
             await connection.OpenAsync();
-            await using var ddl = new NpgsqlCommand(OutboxDdl, connection);
+            await using var ddl = new NpgsqlCommand(Ddl, connection);
             await ddl.ExecuteNonQueryAsync();
         }
         foreach (var topic in Topics)
