@@ -34,6 +34,13 @@ public sealed class PostgresOptions
     /// <summary>Publication, created if missing as <c>FOR TABLE &lt;table&gt; WITH (publish = 'insert')</c> (no table in table-less mode).</summary>
     public string Publication { get; set; } = "cdc_outbox";
 
+    /// <summary>
+    /// Optional retention job for users who keep outbox rows (e.g. for auditing): rows older than this whose
+    /// transaction the slot has confirmed are deleted, in batches, about every minute. Unset: the connector deletes
+    /// nothing (delete in the writing transaction instead). The role then needs DELETE on the table.
+    /// </summary>
+    public TimeSpan? Retention { get; set; }
+
     /// <summary>What to do when the slot was invalidated because it fell behind <c>max_slot_wal_keep_size</c>.</summary>
     public LostSlotPolicy LostSlotPolicy { get; set; } = LostSlotPolicy.Stop;
 

@@ -45,6 +45,9 @@ public static partial class CdcOptionsLoader
         RequireIdentifier("Cdc:Postgres:Slot", pg.Slot, SlotName());
         RequireIdentifier("Cdc:Postgres:Publication", pg.Publication, Identifier());
 
+        if (pg.Retention is { } retention && retention <= TimeSpan.Zero)
+            throw new CdcConfigurationException("Cdc:Postgres:Retention", "must be positive (or unset to keep every row)");
+
         var c = pg.Columns;
         foreach (var (name, value) in new[]
                  {

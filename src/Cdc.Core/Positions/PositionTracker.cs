@@ -21,6 +21,7 @@ public sealed class PositionTracker(int maxInFlightEvents, long maxInFlightBytes
     readonly object _gate = new();
     readonly Queue<Transaction> _open = new();
     ulong _confirmable;
+    DateTime? _confirmableCommitTime;
     long _inFlightEvents;
     long _inFlightBytes;
     bool _sealed;
@@ -34,6 +35,12 @@ public sealed class PositionTracker(int maxInFlightEvents, long maxInFlightBytes
 
     public long InFlightEvents => Interlocked.Read(ref _inFlightEvents);
     public long InFlightBytes => Interlocked.Read(ref _inFlightBytes);
+
+    /// <summary>When the newest confirmable transaction committed, or null before the first.</summary>
+    public DateTime? ConfirmableCommitTime
+    {
+        get { lock (_gate) return _confirmableCommitTime; }
+    }
 
     /// <summary>
     /// When the oldest transaction not yet confirmable committed, or null when everything read is confirmable:
@@ -143,7 +150,10 @@ public sealed class PositionTracker(int maxInFlightEvents, long maxInFlightBytes
         {
             _open.Dequeue();
             if (head.EndLsn > _confirmable)
+            {
                 _confirmable = head.EndLsn;
+                _confirmableCommitTime = head.CommitTime;
+            }
         }
     }
 

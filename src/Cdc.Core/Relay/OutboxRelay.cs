@@ -25,6 +25,27 @@ public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger,
 
     public async Task RunAsync(CancellationToken stopping)
     {
+        using var retentionStop = CancellationTokenSource.CreateLinkedTokenSource(stopping);
+        var retention = new OutboxRetention(options, status, metrics, logger).RunAsync(retentionStop.Token);
+        try
+        {
+            await RelayAsync(stopping);
+        }
+        finally
+        {
+            await retentionStop.CancelAsync();
+            try
+            {
+                await retention;
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        }
+    }
+
+    async Task RelayAsync(CancellationToken stopping)
+    {
         var backoff = InitialBackoff;
         string? lastProblem = null;
         var started = false;

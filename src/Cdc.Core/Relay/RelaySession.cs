@@ -335,6 +335,8 @@ sealed class RelaySession : IAsyncDisposable
         await _connection.SendStatusUpdate(ct);
         _lastConfirmed = confirmable;
         _status.ConfirmedLsn = confirmable;
+        if (_tracker.ConfirmableCommitTime is { } committed)
+            _status.ConfirmedCommitTime = committed;
     }
 
     /// <summary>Reads the server's WAL position and the slot's health every few seconds, for lag and slot metrics.</summary>

@@ -39,6 +39,9 @@ public sealed class RelayStatus
     public long InFlightEvents { get => Interlocked.Read(ref _inFlightEvents); set => Interlocked.Exchange(ref _inFlightEvents, value); }
     public long InFlightBytes { get => Interlocked.Read(ref _inFlightBytes); set => Interlocked.Exchange(ref _inFlightBytes, value); }
 
+    /// <summary>When the last transaction this process confirmed committed (for the retention job), or null.</summary>
+    public DateTime? ConfirmedCommitTime { get; set; }
+
     /// <summary>Seconds since the commit of the oldest transaction read but not yet confirmable (0 when caught up).</summary>
     public double DelaySeconds { get; set; }
 

@@ -30,6 +30,7 @@ public sealed class CdcMetrics : IDisposable
     readonly Counter<long> _deliveryFailures;
     readonly Counter<long> _restarts;
     readonly Counter<long> _slotRecreations;
+    readonly Counter<long> _retentionDeleted;
     readonly Histogram<double> _latency;
     readonly Histogram<double> _sendDuration;
     readonly ConcurrentDictionary<string, KeyValuePair<string, object?>[]> _topicTags = new(StringComparer.Ordinal);
@@ -54,6 +55,8 @@ public sealed class CdcMetrics : IDisposable
             "Times the replication stream and producer were rebuilt after a failure, by cause.");
         _slotRecreations = _meter.CreateCounter<long>("cdc.slot.recreations", "{recreation}",
             "Times the slot was found invalidated (wal_status lost) and recreated; each leaves a logged gap to backfill.");
+        _retentionDeleted = _meter.CreateCounter<long>("cdc.retention.deleted", "{row}",
+            "Outbox rows the optional retention job deleted (older than Cdc:Postgres:Retention and already confirmed).");
         _latency = _meter.CreateHistogram<double>("cdc.event.latency", "s",
             "End-to-end latency: from the PostgreSQL commit to the Kafka acknowledgement.",
             advice: new InstrumentAdvice<double>
@@ -103,6 +106,7 @@ public sealed class CdcMetrics : IDisposable
     public void DeadLettered(string reason) => _deadLettered.Add(1, new KeyValuePair<string, object?>("reason", reason));
     public void DeliveryFailed(string topic) => _deliveryFailures.Add(1, TopicTags(topic).AsSpan(1));
     public void SlotRecreated() => _slotRecreations.Add(1);
+    public void RetentionDeleted(long rows) => _retentionDeleted.Add(rows);
     public void Restarted(string cause) => _restarts.Add(1, new KeyValuePair<string, object?>("cause", cause));
 
     /// <summary>[messaging.system, messaging.destination.name]; the cdc.* instruments use the topic alone.</summary>
