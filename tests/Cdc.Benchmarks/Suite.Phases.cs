@@ -213,7 +213,7 @@ sealed partial class Suite
             ["dotnet"] = RuntimeInformation.FrameworkDescription,
             ["commit"] = Git("rev-parse", "--short", "HEAD") + (string.IsNullOrEmpty(Git("status", "--porcelain", "--untracked-files=no")) ? "" : "-dirty"),
             ["clock_ticks"] = Proc.ClockTicks,
-            ["worker_build"] = Worker.Configuration,
+            ["worker_build"] = Cdc.Embedded.WorkerBinary.Configuration,
             ["started"] = DateTime.UtcNow.ToString("u"),
             ["load_start"] = Proc.LoadAverage(),
         };

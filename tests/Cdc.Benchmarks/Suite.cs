@@ -24,13 +24,13 @@ sealed partial class Suite(Options o)
         var total = Stopwatch.StartNew();
         _result.Settings = o.Describe();
         _result.Machine = Machine();
-        Say($"Cdc benchmark suite ({(o.Quick ? "quick" : "full")}): {o.Events:N0} events, worker build {Worker.Configuration}, " +
+        Say($"Cdc benchmark suite ({(o.Quick ? "quick" : "full")}): {o.Events:N0} events, worker build {Cdc.Embedded.WorkerBinary.Configuration}, " +
             $"commit {_result.Machine["commit"]}, load {Proc.LoadAverage()}");
         if (o.Quick)
             _result.Notes.Add("--quick: the drains last about a second, too short for the worker's tiered JIT to settle; " +
                               "drain rates, ratios and CPU per event of a quick run are not the steady state (run without --quick).");
-        if (Worker.Configuration != "Release")
-            _result.Notes.Add($"The worker and this app are a {Worker.Configuration} build: numbers are not representative (use -c Release).");
+        if (Cdc.Embedded.WorkerBinary.Configuration != "Release")
+            _result.Notes.Add($"The worker and this app are a {Cdc.Embedded.WorkerBinary.Configuration} build: numbers are not representative (use -c Release).");
 
         _pg = await EmbeddedPostgres.StartAsync(new EmbeddedPostgresOptions
         {

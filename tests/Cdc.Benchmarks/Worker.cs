@@ -44,7 +44,7 @@ sealed class Worker : IDisposable
 
     public static async Task<Worker> StartAsync(Dictionary<string, string?> env, bool echo)
     {
-        var child = Child.Start("worker", "dotnet", [WorkerAssembly()], env, echo);
+        var child = Child.Start("worker", "dotnet", [Cdc.Embedded.WorkerBinary.Path()], env, echo);
         try
         {
             const string marker = "Now listening on: ";
@@ -75,23 +75,6 @@ sealed class Worker : IDisposable
         _child.Dispose();
     }
 
-    /// <summary>The worker's build output: src/Cdc.Worker/bin/&lt;configuration&gt;/&lt;tfm&gt;/Cdc.Worker.dll, like this app's.</summary>
-    public static string WorkerAssembly()
-    {
-        var dir = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
-        var framework = dir.Name;
-        var configuration = dir.Parent!.Name;
-        var root = dir;
-        while (root is not null && !File.Exists(Path.Combine(root.FullName, "Cdc.sln")))
-            root = root.Parent;
-        if (root is null)
-            throw new InvalidOperationException($"Cdc.sln not found above {AppContext.BaseDirectory}");
-        var path = Path.Combine(root.FullName, "src", "Cdc.Worker", "bin", configuration, framework, "Cdc.Worker.dll");
-        return File.Exists(path) ? path : throw new FileNotFoundException("Build src/Cdc.Worker first", path);
-    }
-
-    public static string Configuration =>
-        new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)).Parent!.Name;
 }
 
 /// <summary>The Prometheus text of the worker's /metrics: the latency histogram and a few gauges.</summary>

@@ -24,7 +24,7 @@ static class SoakRun
             Console.Error.WriteLine($"soak: at most {Aggregates.Count} writers (one aggregate each at least)");
             return 2;
         }
-        var root = WorkerSupervisor.RepositoryRoot();
+        var root = WorkerBinary.RepositoryRoot();
         var runDir = Path.GetFullPath(options.LogDir ?? Path.Combine(root, "artifacts", "soak",
             $"{DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)}-seed{options.Seed}"));
         Directory.CreateDirectory(runDir);
@@ -52,7 +52,7 @@ static class SoakRun
         var tails = new List<TopicTail>();
         try
         {
-            var workerAssembly = WorkerSupervisor.LocateWorkerAssembly();
+            var workerAssembly = WorkerBinary.Path();
             // fsync off: a throwaway cluster, and no machine crash is simulated (a server crash is: pg_ctl stop -m immediate).
             // synchronous_commit on (EmbeddedPostgres turns it off with fsync): a commit the client saw acknowledged has
             // reached the OS before the answer, so it survives the server crash and the writers' bookkeeping stays exact.

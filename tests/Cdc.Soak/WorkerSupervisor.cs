@@ -29,30 +29,6 @@ sealed partial class WorkerSupervisor(string assembly, IReadOnlyDictionary<strin
     public int KafkaUnreachable;
     public int ErrorLines;
 
-    /// <summary>
-    /// src/Cdc.Worker's build output for this soak's configuration and framework. Copied, not shared, from
-    /// tests/Cdc.Tests/Fixtures/WorkerProcess.cs: the soak references nothing from the tests.
-    /// </summary>
-    public static string LocateWorkerAssembly()
-    {
-        var outputDir = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
-        var framework = outputDir.Name;
-        var configuration = outputDir.Parent!.Name;
-        var root = RepositoryRoot();
-        var path = Path.Combine(root, "src", "Cdc.Worker", "bin", configuration, framework, "Cdc.Worker.dll");
-        return File.Exists(path)
-            ? path
-            : throw new FileNotFoundException($"Build src/Cdc.Worker first (dotnet build -c {configuration} src/Cdc.Worker)", path);
-    }
-
-    public static string RepositoryRoot()
-    {
-        var directory = new DirectoryInfo(AppContext.BaseDirectory);
-        while (directory is not null && !File.Exists(Path.Combine(directory.FullName, "Cdc.sln")))
-            directory = directory.Parent;
-        return directory?.FullName ?? throw new InvalidOperationException($"Cdc.sln not found above {AppContext.BaseDirectory}");
-    }
-
     public int? Pid => _process?.Id;
 
     /// <summary>Starts a worker; with <paramref name="waitStreaming"/>, waits until it says it streams the slot.</summary>

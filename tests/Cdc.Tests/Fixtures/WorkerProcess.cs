@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text;
 using Cdc.Configuration;
+using Cdc.Embedded;
 using Xunit.Abstractions;
 
 namespace Cdc.Tests.Fixtures;
@@ -49,7 +50,7 @@ public sealed class WorkerProcess : IDisposable
 
     public static WorkerProcess Start(IDictionary<string, string?> environment, ITestOutputHelper? output = null)
     {
-        var info = new ProcessStartInfo("dotnet", [WorkerAssembly()])
+        var info = new ProcessStartInfo("dotnet", [WorkerBinary.Path()])
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -127,21 +128,6 @@ public sealed class WorkerProcess : IDisposable
                 throw new TimeoutException($"The worker did not print '{text}' within {timeout}:\n{Output}");
             await Task.Delay(50);
         }
-    }
-
-    /// <summary>The worker's build output next to this test's: same configuration, built through the project reference.</summary>
-    static string WorkerAssembly()
-    {
-        var testDir = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
-        var framework = testDir.Name;
-        var configuration = testDir.Parent!.Name;
-        var root = testDir;
-        while (root is not null && !File.Exists(Path.Combine(root.FullName, "Cdc.sln")))
-            root = root.Parent;
-        if (root is null)
-            throw new InvalidOperationException($"Cdc.sln not found above {AppContext.BaseDirectory}");
-        var path = Path.Combine(root.FullName, "src", "Cdc.Worker", "bin", configuration, framework, "Cdc.Worker.dll");
-        return File.Exists(path) ? path : throw new FileNotFoundException("Build src/Cdc.Worker first", path);
     }
 
     public void Dispose()

@@ -5,20 +5,12 @@ namespace Cdc.Tests.Operations;
 /// <summary>Files of the repository the operations tests read: found from the test's output folder, up to Cdc.sln.</summary>
 static class RepositoryFiles
 {
-    public static string Root { get; } = FindRoot();
+    public static string Root { get; } = Cdc.Embedded.WorkerBinary.RepositoryRoot();
 
     public static string Chart => Path.Combine(Root, "charts", "cdc");
     public static string Dashboard => Path.Combine(Chart, "dashboards", "cdc.json");
 
     public static string Read(params string[] relative) => File.ReadAllText(Path.Combine([Root, .. relative]));
-
-    static string FindRoot()
-    {
-        var directory = new DirectoryInfo(AppContext.BaseDirectory);
-        while (directory is not null && !File.Exists(Path.Combine(directory.FullName, "Cdc.sln")))
-            directory = directory.Parent;
-        return directory?.FullName ?? throw new InvalidOperationException($"Cdc.sln not found above {AppContext.BaseDirectory}");
-    }
 
     /// <summary>The root mapping of a YAML file (one document).</summary>
     public static YamlMappingNode LoadYaml(string path)
