@@ -39,9 +39,9 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
         var headersError = ReadHeaders(row.Headers, evt.Headers);
         evt.PayloadContentType = ContentType(row.PayloadKind, evt.Headers);
         if (headersError is not null)
-            return DeadLetterOf(evt, headersError);
+            return DeadLetterOf(evt, headersError, "headers");
         if (row.PayloadKind == PayloadKind.Bytes && IsJson(evt.PayloadContentType) && !IsUtf8(row.Payload))
-            return DeadLetterOf(evt, $"payload is bytea with content-type {evt.PayloadContentType} but is not valid UTF-8");
+            return DeadLetterOf(evt, $"payload is bytea with content-type {evt.PayloadContentType} but is not valid UTF-8", "payload");
         return Route(evt, row.AggregateType);
     }
 
@@ -60,15 +60,15 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
         {
             // No id to key it by: the dead letter carries the message's position instead.
             evt = new OutboxEvent { Id = $"lsn:{messageLsn:X}", Payload = ByteString.CopyFrom(emitted), Source = SourceOf(transaction) };
-            return DeadLetterOf(evt, $"logical decoding message is not a cdc.outbox.v1.OutboxEvent ({e.Message})");
+            return DeadLetterOf(evt, $"logical decoding message is not a cdc.outbox.v1.OutboxEvent ({e.Message})", "payload");
         }
         evt.Source = SourceOf(transaction);
         if (evt.PayloadContentType.Length == 0)
             evt.PayloadContentType = BytesContentType;
         if (evt.Id.Length == 0)
-            return DeadLetterOf(evt, "id is empty");
+            return DeadLetterOf(evt, "id is empty", "payload");
         if (IsJson(evt.PayloadContentType) && !IsUtf8(evt.Payload.Span))
-            return DeadLetterOf(evt, $"payload has content-type {evt.PayloadContentType} but is not valid UTF-8");
+            return DeadLetterOf(evt, $"payload has content-type {evt.PayloadContentType} but is not valid UTF-8", "payload");
         return Route(evt, evt.AggregateType.Length == 0 ? null : evt.AggregateType);
     }
 
@@ -76,7 +76,7 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
     {
         var topic = router.Route(aggregateType, out var routeError);
         if (topic is null)
-            return DeadLetterOf(evt, routeError!);
+            return DeadLetterOf(evt, routeError!, "unroutable");
 
         var headers = new Headers
         {
@@ -112,10 +112,10 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
         var evt = OutboxEvent.Parser.ParseFrom(refused.Value);
         if (dropPayload)
             evt.Payload = ByteString.Empty;
-        return DeadLetterOf(evt, error).DeadLetter!;
+        return DeadLetterOf(evt, error, "rejected").DeadLetter!;
     }
 
-    MappingResult DeadLetterOf(OutboxEvent evt, string error)
+    MappingResult DeadLetterOf(OutboxEvent evt, string error, string reason)
     {
         var headers = new Headers
         {
@@ -123,7 +123,7 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
             { ErrorHeader, Encoding.UTF8.GetBytes(error) },
         };
         var record = new OutboxRecord(DeadLetterTopic, Encoding.UTF8.GetBytes(evt.Id), headers, evt.ToByteArray()) { EventId = evt.Id };
-        return new MappingResult(null, record);
+        return new MappingResult(null, record, reason);
     }
 
     /// <summary>Reads the row's headers object into <paramref name="into"/>; non-string values travel as their JSON text.</summary>

@@ -9,8 +9,11 @@ public sealed record OutboxRecord(string Topic, byte[] Key, Headers Headers, byt
     public required string EventId { get; init; }
 }
 
-/// <summary>The result of mapping a row: a record to publish, or a dead letter with the reason.</summary>
-public readonly record struct MappingResult(OutboxRecord? Record, OutboxRecord? DeadLetter)
+/// <summary>
+/// The result of mapping a row: a record to publish, or a dead letter with the reason in its <c>error</c> header and
+/// <see cref="DeadLetterReason"/> as a short category for metrics (unroutable, headers, payload).
+/// </summary>
+public readonly record struct MappingResult(OutboxRecord? Record, OutboxRecord? DeadLetter, string? DeadLetterReason = null)
 {
     public bool IsDeadLetter => DeadLetter is not null;
 }

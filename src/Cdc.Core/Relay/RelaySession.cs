@@ -207,7 +207,7 @@ sealed class RelaySession : IAsyncDisposable
         _tracker.Add(transaction, pending.Bytes);
         if (mapped.IsDeadLetter)
         {
-            ProduceDeadLetter(record, pending, Reason(record));
+            ProduceDeadLetter(record, pending, mapped.DeadLetterReason!);
             return;
         }
         pending.Activity = OutboxTracing.StartSend(record);
@@ -369,16 +369,6 @@ sealed class RelaySession : IAsyncDisposable
             }
             await Task.Delay(SlotMonitorInterval, ct);
         }
-    }
-
-    static string Reason(OutboxRecord deadLetter)
-    {
-        var error = deadLetter.Headers.TryGetLastBytes(OutboxEventMapper.ErrorHeader, out var bytes)
-            ? System.Text.Encoding.UTF8.GetString(bytes)
-            : "";
-        return error.StartsWith("aggregate_type", StringComparison.Ordinal) ? "unroutable"
-            : error.StartsWith("headers", StringComparison.Ordinal) ? "headers"
-            : "payload";
     }
 
     static async Task Quietly(Task task)

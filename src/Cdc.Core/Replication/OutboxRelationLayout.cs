@@ -24,7 +24,7 @@ enum OutboxColumn : byte
 sealed class OutboxRelationLayout
 {
     // Built-in type OIDs (pg_type.h); stable across PostgreSQL versions.
-    public const uint UuidOid = 2950, JsonbOid = 3802, JsonOid = 114, ByteaOid = 17;
+    public const uint UuidOid = 2950, JsonbOid = 3802, ByteaOid = 17;
 
     public OutboxColumn[] Columns { get; }
     public bool IdIsUuid { get; }
