@@ -20,7 +20,13 @@ public class KafkaFaultTests(ITestOutputHelper output, ServersFixture fixture) :
     {
         var servers = await fixture.GetAsync();
         using var cluster = MockKafkaCluster.Start(brokers: 3);
-        await using var outbox = await OutboxHarness.CreateAsync(servers, output, [], bootstrapServers: cluster.BootstrapServers);
+        await using var outbox = await OutboxHarness.CreateAsync(servers, output, [], bootstrapServers: cluster.BootstrapServers,
+            // One request in flight: with librdkafka's default of 5, the mock cluster lost 2 acknowledged records in
+            // 4 of 12 runs under these injected errors, and none in 12 runs with 1. It appears to accept an idempotent
+            // producer's later sequence numbers while an earlier batch is being retried, where Kafka answers
+            // OUT_OF_ORDER_SEQUENCE_NUMBER; the retried batch is then taken as a duplicate. Most likely a limit of the mock (the
+            // relay confirmed only what librdkafka reported delivered); to be confirmed against Apache Kafka (CDC_TEST_KAFKA).
+            configure: o => o.Kafka.Producer["max.in.flight.requests.per.connection"] = "1");
         cluster.CreateTopic(outbox.Topic("order"), 3, 3);
         cluster.CreateTopic(outbox.DeadLetterTopic, 1, 3);
         await outbox.StartRelayAsync();
