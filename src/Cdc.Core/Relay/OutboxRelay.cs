@@ -73,6 +73,7 @@ public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger,
                 // Another replica holds the slot (the server allows one reader): wait as a standby.
                 problem = "slot busy";
                 delay = SlotBusyPoll;
+                status.Standby = true;
                 if (lastProblem != problem)
                     logger.LogInformation("Slot {Slot} is in use by another reader ({Message}); waiting to take over",
                         options.Postgres.Slot, e.MessageText);

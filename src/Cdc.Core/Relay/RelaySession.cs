@@ -60,6 +60,7 @@ sealed class RelaySession : IAsyncDisposable
     {
         if (await OutboxSlot.PrepareAsync(options.Postgres, logger, ct) is not null)
             metrics.SlotRecreated();
+        status.DatabaseReachable = true;
         var connection = new LogicalReplicationConnection(options.Postgres.ConnectionString);
         try
         {
@@ -101,6 +102,8 @@ sealed class RelaySession : IAsyncDisposable
             if (await Task.WhenAny(read, Task.Delay(StartGrace, stopping)) == read)
                 await read;
             _status.Streaming = true;
+            _status.Standby = false;
+            _metrics.StreamStarted();
             _logger.LogInformation("Streaming slot {Slot} (publication {Publication}, table {Table}, message prefix {Prefix})",
                 _options.Postgres.Slot, _options.Postgres.Publication, _table?.ToString() ?? "none",
                 _options.Postgres.MessagePrefix.Length > 0 ? _options.Postgres.MessagePrefix : "(messages off)");

@@ -20,7 +20,26 @@ public sealed class RelayStatus
     public bool SetKafkaReachable(bool reachable) =>
         Interlocked.Exchange(ref _kafkaReachable, reachable ? 1 : 0) != (reachable ? 1 : 0);
 
-    public bool Ready => Streaming && KafkaReachable;
+    /// <summary>Waiting for the slot while another replica reads it (the server allows one reader per slot).</summary>
+    public bool Standby { get => _standby; set => _standby = value; }
+    volatile bool _standby;
+
+    /// <summary>The database answered the last time the relay asked (start, standby polls, the slot-health monitor).</summary>
+    public bool DatabaseReachable { get => _databaseReachable; set => _databaseReachable = value; }
+    volatile bool _databaseReachable;
+
+    /// <summary>Topics whose events wait because the topic does not exist and could not be created (0 when none).</summary>
+    public int BlockedTopics { get => Volatile.Read(ref _blockedTopics); set => Volatile.Write(ref _blockedTopics, value); }
+    int _blockedTopics;
+
+    /// <summary>Some events wait for a topic that does not exist: the relay is not doing its whole job.</summary>
+    public bool DeliveryBlocked => BlockedTopics > 0;
+
+    /// <summary>
+    /// Doing its job: streaming with Kafka reachable and nothing blocked, or standing by as a healthy replica (database
+    /// and Kafka reachable) for a slot another replica reads.
+    /// </summary>
+    public bool Ready => KafkaReachable && ((Streaming && !DeliveryBlocked) || (Standby && DatabaseReachable));
 
     /// <summary>The last position confirmed to the slot by this process.</summary>
     public ulong ConfirmedLsn

@@ -23,6 +23,9 @@ public sealed class CdcMetrics : IDisposable
     /// <summary>The values of the <c>cause</c> tag of <c>cdc.stream.restarts</c>.</summary>
     public static readonly string[] RestartCauses = ["postgres", "kafka", "kafka_delivery", "other"];
 
+    /// <summary>The values of the <c>origin</c> tag of <c>cdc.snapshot.rows</c>: how rows read from the table came to be read.</summary>
+    public static readonly string[] TableOrigins = ["snapshot", "backfill", "republish"];
+
     readonly Meter _meter;
     readonly Counter<long> _published;
     readonly Counter<long> _sent;
@@ -31,6 +34,8 @@ public sealed class CdcMetrics : IDisposable
     readonly Counter<long> _restarts;
     readonly Counter<long> _slotRecreations;
     readonly Counter<long> _retentionDeleted;
+    readonly Counter<long> _streamStarts;
+    readonly Counter<long> _tableRows;
     readonly Histogram<double> _latency;
     readonly Histogram<double> _sendDuration;
     readonly ConcurrentDictionary<string, KeyValuePair<string, object?>[]> _topicTags = new(StringComparer.Ordinal);
@@ -57,6 +62,10 @@ public sealed class CdcMetrics : IDisposable
             "Times the slot was found invalidated (wal_status lost) and recreated; each leaves a logged gap to backfill.");
         _retentionDeleted = _meter.CreateCounter<long>("cdc.retention.deleted", "{row}",
             "Outbox rows the optional retention job deleted (older than Cdc:Postgres:Retention and already confirmed).");
+        _streamStarts = _meter.CreateCounter<long>("cdc.stream.starts", "{start}",
+            "Times this replica took the slot and started streaming (the first start, after a restart, or taking over from another replica).");
+        _tableRows = _meter.CreateCounter<long>("cdc.snapshot.rows", "{row}",
+            "Rows read from the outbox table instead of the slot and handed to the producer, by origin (snapshot, backfill, republish).");
         _latency = _meter.CreateHistogram<double>("cdc.event.latency", "s",
             "End-to-end latency: from the PostgreSQL commit to the Kafka acknowledgement.",
             advice: new InstrumentAdvice<double>
@@ -70,8 +79,11 @@ public sealed class CdcMetrics : IDisposable
             _deadLettered.Add(0, new KeyValuePair<string, object?>("reason", reason));
         foreach (var cause in RestartCauses)
             _restarts.Add(0, new KeyValuePair<string, object?>("cause", cause));
+        foreach (var origin in TableOrigins)
+            _tableRows.Add(0, new KeyValuePair<string, object?>("origin", origin));
         _deliveryFailures.Add(0);
         _slotRecreations.Add(0);
+        _streamStarts.Add(0);
 
         _meter.CreateObservableGauge("cdc.events.in_flight", () => status.InFlightEvents, "{event}",
             "Events produced and not yet acknowledged.");
@@ -84,7 +96,11 @@ public sealed class CdcMetrics : IDisposable
         _meter.CreateObservableGauge("cdc.replication.delay", () => status.DelaySeconds, "s",
             "Seconds since the commit of the oldest transaction read but not yet confirmed (0 when caught up).");
         _meter.CreateObservableGauge("cdc.stream.up", () => status.Streaming ? 1 : 0, "{stream}",
-            "1 while the replication stream is open.");
+            "1 on the replica that holds the slot and streams it, 0 otherwise (standbys, reconnecting).");
+        _meter.CreateObservableGauge("cdc.stream.standby", () => status.Standby ? 1 : 0, "{stream}",
+            "1 while this replica waits for a slot another replica reads.");
+        _meter.CreateObservableGauge("cdc.delivery.blocked", () => status.DeliveryBlocked ? 1 : 0, "{state}",
+            "1 while events wait for a topic that does not exist and could not be created; the slot is not confirmed past them.");
         _meter.CreateObservableGauge("cdc.slot.wal.retained", () => Slot(status, s => s.RetainedWalBytes), "By",
             "WAL the server retains for the slot (current WAL position minus the slot's restart_lsn).");
         _meter.CreateObservableGauge("cdc.slot.wal.safe_size", () => Slot(status, s => s.SafeWalSizeBytes), "By",
@@ -107,6 +123,8 @@ public sealed class CdcMetrics : IDisposable
     public void DeliveryFailed(string topic) => _deliveryFailures.Add(1, TopicTags(topic).AsSpan(1));
     public void SlotRecreated() => _slotRecreations.Add(1);
     public void RetentionDeleted(long rows) => _retentionDeleted.Add(rows);
+    public void StreamStarted() => _streamStarts.Add(1);
+    public void TableRowsRead(string origin, long rows) => _tableRows.Add(rows, new KeyValuePair<string, object?>("origin", origin));
     public void Restarted(string cause) => _restarts.Add(1, new KeyValuePair<string, object?>("cause", cause));
 
     /// <summary>[messaging.system, messaging.destination.name]; the cdc.* instruments use the topic alone.</summary>
