@@ -23,7 +23,7 @@ static class PollingRelay
     {
         var (connectionString, bootstrap, warmupRows) = (args[0], args[1], long.Parse(args[2]));
         var mapper = new OutboxEventMapper(new TopicRouter("outbox.event.{aggregate_type}"), "outbox.dlq");
-        using var publisher = new KafkaPublisher(new KafkaOptions { BootstrapServers = bootstrap }, NullLogger.Instance, _ => { }, _ => { });
+        using var producer = new ProducerBuilder<byte[], byte[]>(KafkaRecordProducer.ProducerConfig(new KafkaOptions { BootstrapServers = bootstrap })).Build();
         await using var connection = new NpgsqlConnection(connectionString);
         await connection.OpenAsync();
         await using var select = new NpgsqlCommand(
@@ -78,10 +78,10 @@ static class PollingRelay
                 {
                     try
                     {
-                        publisher.Produce(record, error =>
+                        producer.Produce(record.Topic, new Message<byte[], byte[]> { Key = record.Key, Value = record.Value, Headers = record.Headers }, report =>
                         {
-                            if (error.Code != ErrorCode.NoError)
-                                failure = error;
+                            if (report.Error.Code != ErrorCode.NoError)
+                                failure = report.Error;
                             if (Interlocked.Decrement(ref pending) == 0)
                                 done.SetResult();
                         });

@@ -86,6 +86,21 @@ public sealed class KafkaOptions
 
     /// <summary>librdkafka producer properties, passed as is after the connector's defaults.</summary>
     public Dictionary<string, string> Producer { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>How topics that do not exist are created, when the cluster does not create them itself.</summary>
+    public TopicOptions Topics { get; set; } = new();
+}
+
+/// <summary>
+/// A topic the connector writes to that does not exist, and that the cluster does not create on its own, is created
+/// through the Admin API with these (the cluster's defaults for what is unset).
+/// </summary>
+public sealed class TopicOptions
+{
+    public int? Partitions { get; set; }
+    public short? ReplicationFactor { get; set; }
+    /// <summary>Topic-level settings, e.g. <c>retention.ms</c>, <c>min.insync.replicas</c>.</summary>
+    public Dictionary<string, string> Config { get; set; } = new(StringComparer.Ordinal);
 }
 
 /// <summary>How the relay paces itself. Not in the public contract's table; defaults suit most users.</summary>

@@ -68,6 +68,14 @@ public static partial class CdcOptionsLoader
             if (key.Length == 0 || value is null)
                 throw new CdcConfigurationException($"Cdc:Kafka:Producer:{key}", "needs a value");
 
+        if (kafka.Topics.Partitions is < 1)
+            throw new CdcConfigurationException("Cdc:Kafka:Topics:Partitions", "must be at least 1 (or unset for the cluster's default)");
+        if (kafka.Topics.ReplicationFactor is < 1)
+            throw new CdcConfigurationException("Cdc:Kafka:Topics:ReplicationFactor", "must be at least 1 (or unset for the cluster's default)");
+        foreach (var (key, value) in kafka.Topics.Config)
+            if (key.Length == 0 || value is null)
+                throw new CdcConfigurationException($"Cdc:Kafka:Topics:Config:{key}", "needs a value");
+
         var relay = options.Relay;
         if (relay.MaxInFlightEvents < 1)
             throw new CdcConfigurationException("Cdc:Relay:MaxInFlightEvents", "must be at least 1");
@@ -79,6 +87,20 @@ public static partial class CdcOptionsLoader
             throw new CdcConfigurationException("Cdc:Relay:ShutdownTimeout", "must be positive");
         if (relay.MaxRetryBackoff <= TimeSpan.Zero)
             throw new CdcConfigurationException("Cdc:Relay:MaxRetryBackoff", "must be positive");
+
+        // Every event in flight is one record in librdkafka's queue: a queue smaller than the bound would refuse records
+        // (QUEUE_FULL) that only its own deliveries can make room for.
+        // librdkafka's defaults: 100,000 messages, 1 GiB.
+        var messages = kafka.Producer.TryGetValue("queue.buffering.max.messages", out var m) && long.TryParse(m, out var mv) ? mv : 100_000;
+        var kbytes = kafka.Producer.TryGetValue("queue.buffering.max.kbytes", out var k) && long.TryParse(k, out var kv) ? kv : 1_048_576;
+        if (relay.MaxInFlightEvents > messages)
+            throw new CdcConfigurationException("Cdc:Relay:MaxInFlightEvents",
+                $"is {relay.MaxInFlightEvents}, more than Cdc:Kafka:Producer:queue.buffering.max.messages ({messages}): the producer's queue " +
+                "must hold every event in flight; lower one or raise the other");
+        if (relay.MaxInFlightBytes > kbytes * 1024 / 2)
+            throw new CdcConfigurationException("Cdc:Relay:MaxInFlightBytes",
+                $"is {relay.MaxInFlightBytes} bytes, more than half of Cdc:Kafka:Producer:queue.buffering.max.kbytes ({kbytes} KiB): the producer's " +
+                "queue must hold every event in flight with its headers and overhead; lower one or raise the other");
     }
 
     static void Require(string key, string? value)

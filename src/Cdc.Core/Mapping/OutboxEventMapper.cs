@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.Json;
 using Cdc.Outbox.V1;
+using Cdc.Publishing;
 using Confluent.Kafka;
 using Google.Protobuf;
 using Timestamp = Google.Protobuf.WellKnownTypes.Timestamp;
@@ -22,8 +23,24 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
 
     public string DeadLetterTopic { get; } = deadLetterTopic;
 
-    /// <summary>Maps an inserted outbox row.</summary>
+    /// <summary>
+    /// Maps an inserted outbox row. Never throws: a row that cannot become an event, whatever the reason, becomes a
+    /// dead letter that says why (one problem row never stops the stream).
+    /// </summary>
     public MappingResult Map(OutboxRow row, TransactionInfo transaction)
+    {
+        try
+        {
+            return MapRow(row, transaction);
+        }
+        catch (Exception e)
+        {
+            var evt = new OutboxEvent { Id = row.Id.Length > 0 ? row.Id : $"lsn:{transaction.CommitLsn:X}", Source = SourceOf(transaction) };
+            return DeadLetterOf(evt, $"row could not be mapped ({e.GetType().Name}: {e.Message})", "unreadable");
+        }
+    }
+
+    MappingResult MapRow(OutboxRow row, TransactionInfo transaction)
     {
         var evt = new OutboxEvent
         {
@@ -35,6 +52,12 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
             CreatedAt = row.CreatedAt is { } created ? Timestamp.FromDateTime(DateTime.SpecifyKind(created, DateTimeKind.Utc)) : null,
             Source = SourceOf(transaction),
         };
+        if (row.ReadError is { } readError)
+        {
+            if (evt.Id.Length == 0)
+                evt.Id = $"lsn:{transaction.CommitLsn:X}";
+            return DeadLetterOf(evt, readError, "unreadable");
+        }
 
         var headersError = ReadHeaders(row.Headers, evt.Headers);
         evt.PayloadContentType = ContentType(row.PayloadKind, evt.Headers);
@@ -104,16 +127,29 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
     };
 
     /// <summary>
-    /// The dead-letter record for an event Kafka refused (e.g. too large): key = id, headers id and error, value = the
-    /// event, without the payload when <paramref name="dropPayload"/> says the payload is what is too large.
+    /// The dead letter of an event (<paramref name="source"/>: its record, or the dead letter the mapper made of it) in the
+    /// given form: key = id, headers <c>id</c> and <c>error</c>, value = the event, without its payload, or none.
     /// </summary>
-    public OutboxRecord DeadLetter(OutboxRecord refused, string error, bool dropPayload)
+    public OutboxRecord DeadLetter(OutboxRecord source, string error, DeadLetterForm form)
     {
-        var evt = OutboxEvent.Parser.ParseFrom(refused.Value);
-        if (dropPayload)
+        if (form == DeadLetterForm.HeadersOnly)
+        {
+            var headers = new Headers
+            {
+                { IdHeader, Encoding.UTF8.GetBytes(source.EventId) },
+                { ErrorHeader, Encoding.UTF8.GetBytes(error) },
+            };
+            return new OutboxRecord(DeadLetterTopic, Encoding.UTF8.GetBytes(source.EventId), headers, []) { EventId = source.EventId };
+        }
+        var evt = OutboxEvent.Parser.ParseFrom(source.Value);
+        if (form == DeadLetterForm.WithoutPayload)
             evt.Payload = ByteString.Empty;
         return DeadLetterOf(evt, error, "rejected").DeadLetter!;
     }
+
+    /// <summary>The <c>error</c> header of a dead letter the mapper made, or null for an event's own record.</summary>
+    public string? DeadLetterError(OutboxRecord record) =>
+        record.Topic == DeadLetterTopic && record.Headers.TryGetLastBytes(ErrorHeader, out var error) ? Encoding.UTF8.GetString(error) : null;
 
     MappingResult DeadLetterOf(OutboxEvent evt, string error, string reason)
     {

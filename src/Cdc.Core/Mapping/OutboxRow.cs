@@ -20,6 +20,8 @@ public sealed class OutboxRow
     /// <summary>The row's headers column: JSON text in UTF-8, or null.</summary>
     public byte[]? Headers { get; set; }
     public DateTime? CreatedAt { get; set; }
+    /// <summary>Why a column could not be read, or null: such a row is dead-lettered with this reason.</summary>
+    public string? ReadError { get; set; }
 }
 
 /// <summary>The transaction a row was committed in, as the stream's Begin message tells it.</summary>

@@ -1,4 +1,6 @@
+using System.Collections.Concurrent;
 using Cdc.Configuration;
+using Cdc.Publishing;
 using Cdc.Replication;
 using Cdc.Telemetry;
 using Microsoft.Extensions.Logging;
@@ -48,20 +50,21 @@ public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger,
     {
         var backoff = InitialBackoff;
         string? lastProblem = null;
-        var started = false;
+        var knownTopics = new ConcurrentDictionary<string, byte>(StringComparer.Ordinal);
         while (!stopping.IsCancellationRequested)
         {
             TimeSpan delay;
             string problem;
+            RelaySession? session = null;
             try
             {
-                await using var session = await RelaySession.OpenAsync(options, logger, metrics, status, stopping);
-                started = true;
-                if (lastProblem is not null)
-                    logger.LogInformation("Recovered: streaming again after {Problem}", lastProblem);
-                lastProblem = null;
-                backoff = InitialBackoff;
-                await session.RunAsync(stopping);
+                session = await RelaySession.OpenAsync(options, logger, metrics, status, knownTopics, stopping);
+                await session.RunAsync(stopping, onStreaming: () =>
+                {
+                    if (lastProblem is not null)
+                        logger.LogInformation("Recovered: streaming again after {Problem}", lastProblem);
+                    lastProblem = null;
+                });
                 return;
             }
             catch (OperationCanceledException) when (stopping.IsCancellationRequested)
@@ -85,24 +88,44 @@ public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger,
             {
                 throw new CdcStartupException($"PostgreSQL refused: {e.MessageText} ({e.SqlState}). Check Cdc:Postgres:ConnectionString and the role's privileges.", e);
             }
-            catch (Exception e) when (!started && Unreachable(e) is { } startupProblem)
-            {
-                // At start an unreachable server is most likely a wrong address: say so and stop. Later outages are retried.
-                throw new CdcStartupException(startupProblem, e);
-            }
             catch (Exception e) when (e is not CdcStartupException and not CdcConfigurationException)
             {
+                // A session that got somewhere starts the backoff over; one that fails right after every start does not.
+                if (session?.MadeProgress == true)
+                    backoff = InitialBackoff;
                 problem = Cause(e);
                 delay = backoff;
                 backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, options.Relay.MaxRetryBackoff.Ticks));
                 metrics.Restarted(problem);
-                // Logged once per change of state, not per attempt.
-                if (lastProblem != problem)
-                    logger.LogWarning("Stream interrupted ({Cause}): {Message}. Resuming from the slot with backoff (now {Delay})",
-                        problem, Describe(e), delay);
+                status.Standby = false;
+                if (session is null && Unreachable(e) is { } unreachable)
+                {
+                    // Not up yet, or down: waited for (not Ready meanwhile); a wrong address looks the same, so say which key.
+                    var database = e is NpgsqlException;
+                    if (database)
+                        status.DatabaseReachable = false;
+                    else
+                        status.SetKafkaReachable(false);
+                    problem = database ? "postgres unreachable" : "kafka unreachable";
+                    if (lastProblem != problem)
+                        logger.LogWarning("{Problem}. Waiting for it, retrying with backoff (now {Delay})", unreachable, delay);
+                    lastProblem = problem;
+                }
                 else
-                    logger.LogDebug("Still failing ({Cause}): {Message}; retry in {Delay}", problem, e.Message, delay);
-                lastProblem = problem;
+                {
+                    // Logged once per change of state, not per attempt.
+                    if (lastProblem != problem)
+                        logger.LogWarning("Stream interrupted ({Cause}): {Message}. Resuming from the slot with backoff (now {Delay})",
+                            problem, Describe(e), delay);
+                    else
+                        logger.LogDebug("Still failing ({Cause}): {Message}; retry in {Delay}", problem, e.Message, delay);
+                    lastProblem = problem;
+                }
+            }
+            finally
+            {
+                if (session is not null)
+                    await session.DisposeAsync();
             }
             await Delay(delay, stopping);
         }
@@ -113,7 +136,8 @@ public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger,
     {
         Confluent.Kafka.KafkaException => $"No Kafka broker answered at {options.Kafka.BootstrapServers} " +
                                           $"(Cdc:Kafka:BootstrapServers): {e.Message}",
-        NpgsqlException { InnerException: System.Net.Sockets.SocketException or TimeoutException } =>
+        // Not a PostgresException (the server answered): the connection itself failed.
+        NpgsqlException and not PostgresException =>
             $"PostgreSQL is unreachable at {PostgresAddress()} (Cdc:Postgres:ConnectionString): {Describe(e)}",
         _ => null,
     };

@@ -1,75 +1,83 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
 using Cdc.Configuration;
 using Cdc.Mapping;
 using Cdc.Positions;
 using Cdc.Publishing;
 using Cdc.Replication;
 using Cdc.Telemetry;
-using Confluent.Kafka;
 using Microsoft.Extensions.Logging;
 using Npgsql;
 using Npgsql.Replication;
-using Npgsql.Replication.PgOutput;
-using Npgsql.Replication.PgOutput.Messages;
 using NpgsqlTypes;
-using System.Diagnostics;
 
 namespace Cdc.Relay;
 
-/// <summary>A delivery failed in a way a new stream and producer can fix; the session ends and the relay resumes from the slot.</summary>
-public sealed class DeliveryFailedException(string message) : Exception(message);
-
 /// <summary>
-/// One pass of the pipeline: a replication stream, a producer and a position tracker, from opening to the first
-/// failure or the stop. Reads the slot, maps each outbox insert, produces it, and confirms the slot to the
-/// tracker's watermark. Never reused: after a failure everything is rebuilt and the server resends from the slot.
+/// One pass of the pipeline, from opening to the first failure or the stop: the slot reader, the mapper, the publisher,
+/// the position tracker and the slot confirmer on one replication connection and one producer. Never reused: after a
+/// failure everything is rebuilt and the server resends from the slot's confirmed position.
 /// </summary>
 sealed class RelaySession : IAsyncDisposable
 {
-    static readonly TimeSpan SlotMonitorInterval = TimeSpan.FromSeconds(5);
     static readonly TimeSpan StartGrace = TimeSpan.FromMilliseconds(750);
 
     readonly CdcOptions _options;
-    readonly TableName? _table;
     readonly ILogger _logger;
     readonly CdcMetrics _metrics;
     readonly RelayStatus _status;
     readonly LogicalReplicationConnection _connection;
-    readonly KafkaPublisher _publisher;
+    readonly SlotReader _reader;
     readonly OutboxEventMapper _mapper;
     readonly PositionTracker _tracker;
-    readonly CancellationTokenSource _failed = new();
-    readonly Dictionary<uint, OutboxRelationLayout?> _layouts = [];
-    Exception? _failure;
+    readonly EventPublisher _publisher;
+    readonly KafkaRecordProducer _producer;
+    readonly SlotConfirmer _confirmer;
+    readonly SlotHealthMonitor _monitor;
     volatile bool _stopping;
-    ulong _lastConfirmed;
+    long _streamingSince;
 
-    RelaySession(CdcOptions options, ILogger logger, CdcMetrics metrics, RelayStatus status, LogicalReplicationConnection connection)
+    RelaySession(CdcOptions options, ILogger logger, CdcMetrics metrics, RelayStatus status, LogicalReplicationConnection connection,
+        PreparedSlot slot, ConcurrentDictionary<string, byte> knownTopics)
     {
         _options = options;
-        _table = options.Postgres.OutboxTable;
         _logger = logger;
         _metrics = metrics;
         _status = status;
         _connection = connection;
+        var relations = slot.Table is { } table ? new OutboxRelations(table, options.Postgres.Columns, options.Postgres.ConnectionString, logger) : null;
+        _reader = new SlotReader(connection, options.Postgres, relations);
         _mapper = new OutboxEventMapper(new TopicRouter(options.Kafka.TopicTemplate), options.Kafka.DeadLetterTopic);
         _tracker = new PositionTracker(options.Relay.MaxInFlightEvents, options.Relay.MaxInFlightBytes);
-        _publisher = new KafkaPublisher(options.Kafka, logger, OnProducerError, depth => status.ProducerQueueDepth = depth);
+        KafkaRecordProducer? producer = null;
+        _publisher = new EventPublisher(
+            reports => producer = new KafkaRecordProducer(options.Kafka, logger, reports, depth => status.ProducerQueueDepth = depth),
+            _ => new KafkaTopicAdmin(producer!.Handle, options.Kafka.Topics),
+            _mapper, _tracker, metrics, status, logger, knownTopics);
+        _producer = producer!;
+        _confirmer = SlotConfirmer.For(connection, slot.ConfirmedLsn);
+        _monitor = new SlotHealthMonitor(options.Postgres, slot.Table, status, logger);
+        status.ConfirmedLsn = slot.ConfirmedLsn;
     }
 
-    public static async Task<RelaySession> OpenAsync(CdcOptions options, ILogger logger, CdcMetrics metrics, RelayStatus status, CancellationToken ct)
+    /// <summary>Prepares the server side, opens a replication connection and a producer, and checks that Kafka answers.</summary>
+    public static async Task<RelaySession> OpenAsync(
+        CdcOptions options, ILogger logger, CdcMetrics metrics, RelayStatus status, ConcurrentDictionary<string, byte> knownTopics,
+        CancellationToken ct)
     {
-        if (await OutboxSlot.PrepareAsync(options.Postgres, logger, ct) is not null)
+        var slot = await OutboxSlot.PrepareAsync(options.Postgres, logger, ct);
+        if (slot.Gap is not null)
             metrics.SlotRecreated();
         status.DatabaseReachable = true;
         var connection = new LogicalReplicationConnection(options.Postgres.ConnectionString);
         try
         {
             await connection.Open(ct);
-            var session = new RelaySession(options, logger, metrics, status, connection);
+            var session = new RelaySession(options, logger, metrics, status, connection, slot, knownTopics);
             try
             {
                 // Fail here, before reading anything, when no broker answers.
-                var brokers = await Task.Run(() => session._publisher.CountBrokers(TimeSpan.FromSeconds(10)), ct);
+                var brokers = await Task.Run(() => session._producer.CountBrokers(TimeSpan.FromSeconds(10)), ct);
                 status.SetKafkaReachable(brokers > 0);
                 return session;
             }
@@ -87,15 +95,24 @@ sealed class RelaySession : IAsyncDisposable
     }
 
     /// <summary>
+    /// Whether this session got anywhere: it moved the slot, or streamed for longer than the longest backoff. Only
+    /// then does the relay's backoff start over, so a failure that comes right after every start backs off for real.
+    /// </summary>
+    public bool MadeProgress =>
+        _confirmer.Advanced || (_streamingSince != 0 && Stopwatch.GetElapsedTime(_streamingSince) > _options.Relay.MaxRetryBackoff);
+
+    /// <summary>
     /// Streams until <paramref name="stopping"/> fires (then lets in-flight events be acknowledged, confirms and
     /// returns) or until something fails (then confirms what was acknowledged and throws).
     /// </summary>
-    public async Task RunAsync(CancellationToken stopping)
+    public async Task RunAsync(CancellationToken stopping, Action? onStreaming = null)
     {
         using var readCancel = new CancellationTokenSource();
+        using var confirmCancel = new CancellationTokenSource();
         var read = ReadAsync(readCancel.Token);
-        var confirm = ConfirmLoopAsync(readCancel.Token);
-        var slotMonitor = SlotMonitorLoopAsync(readCancel.Token);
+        var publishing = _publisher.RunAsync(readCancel.Token);
+        var confirming = ConfirmLoopAsync(confirmCancel.Token);
+        var monitoring = _monitor.RunAsync(readCancel.Token);
         try
         {
             // START_REPLICATION fails at once when another reader holds the slot; only after that is this a stream.
@@ -103,209 +120,98 @@ sealed class RelaySession : IAsyncDisposable
                 await read;
             _status.Streaming = true;
             _status.Standby = false;
+            _streamingSince = Stopwatch.GetTimestamp();
             _metrics.StreamStarted();
+            onStreaming?.Invoke();
             _logger.LogInformation("Streaming slot {Slot} (publication {Publication}, table {Table}, message prefix {Prefix})",
-                _options.Postgres.Slot, _options.Postgres.Publication, _table?.ToString() ?? "none",
+                _options.Postgres.Slot, _options.Postgres.Publication, _options.Postgres.OutboxTable?.ToString() ?? "none",
                 _options.Postgres.MessagePrefix.Length > 0 ? _options.Postgres.MessagePrefix : "(messages off)");
 
             var stopped = Task.Delay(Timeout.Infinite, stopping);
-            var failed = Task.Delay(Timeout.Infinite, _failed.Token);
-            var first = await Task.WhenAny(read, stopped, failed);
+            var first = await Task.WhenAny(read, stopped, _publisher.Failure, _monitor.Problem);
 
             // Stop taking new work; the watermark keeps following acknowledgements of what is in flight.
             _stopping = true;
             _tracker.Seal();
 
             if (first == read)
-            {
-                // The stream ended or broke: nothing can be confirmed on this connection any more.
-                try
-                {
-                    await read;
-                }
-                catch (NpgsqlException e) when (e.Message.Contains("CommandComplete", StringComparison.Ordinal))
-                {
-                    // Npgsql's words for a server that ended COPY: a fast shutdown, not a bug.
-                    throw new NpgsqlException("PostgreSQL ended the replication stream (the server is shutting down or restarting)", e);
-                }
-                throw new NpgsqlException("PostgreSQL ended the replication stream.");
-            }
+                throw await StreamEndedAsync(read);
 
-            if (first == stopped && _failure is null)
+            if (first == stopped)
             {
-                var left = await Task.Run(() => _publisher.Flush(_options.Relay.ShutdownTimeout));
+                var left = await _publisher.DrainAsync(_options.Relay.ShutdownTimeout);
                 if (left > 0)
                     _logger.LogWarning("Stopping with {Count} events not acknowledged; they will be sent again after restart", left);
             }
 
+            // One confirm at a time, and the last one after the loop's: the slot only ever moves forward.
+            await confirmCancel.CancelAsync();
+            await Quietly(confirming);
             await ConfirmAsync(CancellationToken.None);
-            _logger.LogInformation("Confirmed slot {Slot} at {Lsn}", _options.Postgres.Slot, new NpgsqlLogSequenceNumber(_lastConfirmed));
-            if (_failure is not null)
-                throw _failure;
+            _logger.LogInformation("Confirmed slot {Slot} at {Lsn}", _options.Postgres.Slot, new NpgsqlLogSequenceNumber(_confirmer.Confirmed));
+            if (_publisher.Failure.IsCompleted)
+                throw await _publisher.Failure;
+            if (_monitor.Problem.IsCompleted)
+                throw await _monitor.Problem;
         }
         finally
         {
             _status.Streaming = false;
+            await confirmCancel.CancelAsync();
             await readCancel.CancelAsync();
             await Quietly(read);
-            await Quietly(confirm);
-            await Quietly(slotMonitor);
+            await Quietly(publishing);
+            await Quietly(confirming);
+            await Quietly(monitoring);
         }
     }
 
+    /// <summary>The whole path of an event: read from the slot, mapped, published; its transaction tracked for the confirm.</summary>
     async Task ReadAsync(CancellationToken ct)
     {
-        var slot = new PgOutputReplicationSlot(_options.Postgres.Slot);
-        // Binary values: no text parsing of uuid/timestamptz, bytea as is. Messages: the table-less mode's events.
-        var pgOptions = new PgOutputReplicationOptions(_options.Postgres.Publication, PgOutputProtocolVersion.V1, binary: true, messages: true);
         PositionTracker.Transaction? transaction = null;
-        var info = default(TransactionInfo);
-        await foreach (var message in _connection.StartReplication(slot, pgOptions, ct))
+        await foreach (var change in _reader.ReadAsync(ct))
         {
             if (_stopping)
                 continue;
-            switch (message)
+            switch (change.Kind)
             {
-                case BeginMessage begin:
-                    transaction = _tracker.Begin(begin.TransactionCommitTimestamp);
-                    info = new TransactionInfo((ulong)begin.TransactionFinalLsn, begin.TransactionXid, begin.TransactionCommitTimestamp);
+                case SlotChangeKind.Begin:
+                    transaction = _tracker.Begin(change.Transaction.CommitTime);
                     break;
-                case RelationMessage relation when _table is { } table:
-                    _layouts[relation.RelationId] = OutboxRelationLayout.For(relation, table, _options.Postgres.Columns);
-                    break;
-                case InsertMessage insert when transaction is not null
-                                               && _layouts.GetValueOrDefault(insert.Relation.RelationId) is { } layout:
+                case SlotChangeKind.Row when transaction is not null:
                     await _tracker.WaitForRoomAsync(ct);
-                    var row = await OutboxRowReader.ReadAsync(insert, layout, ct);
-                    Publish(_mapper.Map(row, info), transaction, info);
+                    _publisher.Publish(_mapper.Map(change.Row!, change.Transaction), transaction, change.Transaction.CommitTime);
                     break;
-                case LogicalDecodingMessage emitted when transaction is not null && IsOutboxMessage(emitted):
+                case SlotChangeKind.Message when transaction is not null:
                     await _tracker.WaitForRoomAsync(ct);
-                    var content = await ReadToEndAsync(emitted.Data, ct);
-                    Publish(_mapper.Map(content, info, (ulong)emitted.MessageLsn), transaction, info);
+                    _publisher.Publish(_mapper.Map(change.Message!, change.Transaction, change.Lsn), transaction, change.Transaction.CommitTime);
                     break;
-                case CommitMessage commit when transaction is not null:
-                    _tracker.Commit(transaction, (ulong)commit.TransactionEndLsn);
+                case SlotChangeKind.Commit when transaction is not null:
+                    _tracker.Commit(transaction, change.Lsn);
                     transaction = null;
                     break;
             }
         }
     }
 
-    /// <summary>A transactional message with the configured prefix (non-transactional ones are never relayed).</summary>
-    bool IsOutboxMessage(LogicalDecodingMessage message) =>
-        (message.Flags & 1) == 1 && _options.Postgres.MessagePrefix.Length > 0 && message.Prefix == _options.Postgres.MessagePrefix;
-
-    static async Task<byte[]> ReadToEndAsync(Stream data, CancellationToken ct)
+    static async Task<Exception> StreamEndedAsync(Task read)
     {
-        using var buffer = new MemoryStream();
-        await data.CopyToAsync(buffer, ct);
-        return buffer.ToArray();
-    }
-
-    void Publish(MappingResult mapped, PositionTracker.Transaction transaction, TransactionInfo info)
-    {
-        var record = mapped.Record ?? mapped.DeadLetter!;
-        var pending = new PendingEvent(record, transaction, record.Value.Length + record.Key.Length, info.CommitTime);
-        _tracker.Add(transaction, pending.Bytes);
-        if (mapped.IsDeadLetter)
+        // The stream ended or broke: nothing can be confirmed on this connection any more.
+        try
         {
-            ProduceDeadLetter(record, pending, mapped.DeadLetterReason!);
-            return;
+            await read;
         }
-        pending.Activity = OutboxTracing.StartSend(record);
-        Produce(record, error => OnDelivery(error, pending));
-    }
-
-    void OnDelivery(Error error, PendingEvent pending)
-    {
-        var outcome = DeliveryErrors.Classify(error);
-        OutboxTracing.Stop(pending.Activity, outcome == DeliveryOutcome.Acknowledged ? null : error.Reason);
-        switch (outcome)
+        catch (NpgsqlException e) when (e.Message.Contains("CommandComplete", StringComparison.Ordinal))
         {
-            case DeliveryOutcome.Acknowledged:
-                _tracker.Acknowledge(pending.Transaction, pending.Bytes);
-                if (_status.SetKafkaReachable(true))
-                    _logger.LogInformation("Kafka acknowledges events again");
-                _metrics.Published(pending.Record.Topic, (DateTime.UtcNow - pending.CommitTime).TotalSeconds,
-                    Stopwatch.GetElapsedTime(pending.ProducedAt).TotalSeconds);
-                break;
-            case DeliveryOutcome.DeadLetter:
-                var tooLarge = DeliveryErrors.IsTooLarge(error);
-                var reason = $"Kafka refused the record on {pending.Record.Topic}: {error.Code} ({error.Reason})";
-                ProduceDeadLetter(_mapper.DeadLetter(pending.Record, reason, tooLarge), pending, tooLarge ? "too_large" : "rejected");
-                break;
-            default:
-                Fail(error, pending.Record);
-                break;
+            // Npgsql's words for a server that ended COPY: a fast shutdown, not a bug.
+            return new NpgsqlException("PostgreSQL ended the replication stream (the server is shutting down or restarting)", e);
         }
-    }
-
-    void ProduceDeadLetter(OutboxRecord deadLetter, PendingEvent pending, string reason)
-    {
-        Produce(deadLetter, error =>
+        catch (Exception e)
         {
-            if (error.Code == ErrorCode.NoError)
-            {
-                _tracker.Acknowledge(pending.Transaction, pending.Bytes);
-                _metrics.DeadLettered(reason);
-            }
-            else
-            {
-                Fail(error, deadLetter);
-            }
-        });
-    }
-
-    /// <summary>Produces, turning an immediate refusal into the same report a delivery would give.</summary>
-    void Produce(OutboxRecord record, Action<Error> onDelivery)
-    {
-        while (true)
-        {
-            try
-            {
-                _publisher.Produce(record, onDelivery);
-                return;
-            }
-            catch (ProduceException<byte[], byte[]> e) when (e.Error.Code == ErrorCode.Local_QueueFull)
-            {
-                // librdkafka's own queue is full (its bound is set above ours unless overridden): wait for deliveries.
-                Thread.Sleep(5);
-            }
-            catch (ProduceException<byte[], byte[]> e)
-            {
-                onDelivery(e.Error);
-                return;
-            }
+            return e;
         }
-    }
-
-    void Fail(Error error, OutboxRecord record)
-    {
-        _metrics.DeliveryFailed(record.Topic);
-        _status.SetKafkaReachable(false);
-        var outcome = DeliveryErrors.Classify(error);
-        Exception failure = outcome == DeliveryOutcome.Fatal
-            ? new CdcStartupException($"Kafka refused to take events on {record.Topic}: {error.Code} ({error.Reason}). " +
-                                      "Check the producer's credentials, ACLs and Cdc:Kafka:Producer settings.")
-            : new DeliveryFailedException($"Delivery to {record.Topic} failed: {error.Code} ({error.Reason})");
-        // Only the first failure counts; the rest follow from it.
-        if (Interlocked.CompareExchange(ref _failure, failure, null) is null)
-            _failed.Cancel();
-    }
-
-    void OnProducerError(Error error)
-    {
-        if (error.IsFatal)
-        {
-            // The idempotent producer cannot continue (e.g. a sequence gap): rebuild it and resume from the slot.
-            if (Interlocked.CompareExchange(ref _failure, new DeliveryFailedException($"Producer failed: {error.Code} ({error.Reason})"), null) is null)
-                _failed.Cancel();
-        }
-        else if (error.Code == ErrorCode.Local_AllBrokersDown && _status.SetKafkaReachable(false))
-        {
-            _logger.LogWarning("Kafka unreachable ({Reason}); events stay in flight and the slot is not confirmed past them", error.Reason);
-        }
+        return new NpgsqlException("PostgreSQL ended the replication stream.");
     }
 
     async Task ConfirmLoopAsync(CancellationToken ct)
@@ -327,51 +233,16 @@ sealed class RelaySession : IAsyncDisposable
     /// <summary>Sends the watermark to the server when it moved. Reads the received position first (see the tracker).</summary>
     async Task ConfirmAsync(CancellationToken ct)
     {
-        var received = (ulong)_connection.LastReceivedLsn;
+        var received = _reader.LastReceivedLsn;
         var confirmable = _tracker.ConfirmableGiven(received);
         _status.InFlightEvents = _tracker.InFlightEvents;
         _status.InFlightBytes = _tracker.InFlightBytes;
         _status.DelaySeconds = _tracker.OldestPendingCommitTime is { } oldest ? Math.Max(0, (DateTime.UtcNow - oldest).TotalSeconds) : 0;
-        if (confirmable <= _lastConfirmed)
+        if (!await _confirmer.ConfirmAsync(confirmable, ct))
             return;
-        _connection.SetReplicationStatus(new NpgsqlLogSequenceNumber(confirmable));
-        await _connection.SendStatusUpdate(ct);
-        _lastConfirmed = confirmable;
-        _status.ConfirmedLsn = confirmable;
+        _status.ConfirmedLsn = _confirmer.Confirmed;
         if (_tracker.ConfirmableCommitTime is { } committed)
             _status.ConfirmedCommitTime = committed;
-    }
-
-    /// <summary>Reads the server's WAL position and the slot's health every few seconds, for lag and slot metrics.</summary>
-    async Task SlotMonitorLoopAsync(CancellationToken ct)
-    {
-        while (!ct.IsCancellationRequested)
-        {
-            try
-            {
-                await using var connection = new NpgsqlConnection(_options.Postgres.ConnectionString);
-                await connection.OpenAsync(ct);
-                await using var command = new NpgsqlCommand(
-                    """
-                    SELECT pg_current_wal_lsn(), s.wal_status, s.safe_wal_size,
-                           pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint
-                    FROM (SELECT 1) AS one
-                    LEFT JOIN pg_replication_slots s ON s.slot_name = $1
-                    """, connection);
-                command.Parameters.AddWithValue(_options.Postgres.Slot);
-                await using var reader = await command.ExecuteReaderAsync(ct);
-                await reader.ReadAsync(ct);
-                _status.ServerWalLsn = (ulong)reader.GetFieldValue<NpgsqlLogSequenceNumber>(0);
-                _status.Slot = reader.IsDBNull(1)
-                    ? null
-                    : new SlotHealth(reader.GetString(1), reader.IsDBNull(2) ? null : reader.GetInt64(2), reader.IsDBNull(3) ? 0 : reader.GetInt64(3));
-            }
-            catch (Exception e) when (e is not OperationCanceledException)
-            {
-                _logger.LogDebug(e, "Could not read the slot's health");
-            }
-            await Task.Delay(SlotMonitorInterval, ct);
-        }
     }
 
     static async Task Quietly(Task task)
@@ -390,6 +261,5 @@ sealed class RelaySession : IAsyncDisposable
     {
         _publisher.Dispose();
         await _connection.DisposeAsync();
-        _failed.Dispose();
     }
 }

@@ -18,61 +18,81 @@ enum OutboxColumn : byte
 }
 
 /// <summary>
-/// The outbox table as the stream's Relation message describes it: the role of each column by ordinal, so rows are
-/// read in one pass without looking names up per row, and whether the payload is JSON or bytes.
+/// The outbox table as a Relation message of the stream describes it: the role of each column by ordinal, so rows are
+/// read in one pass without looking names up per row, and the types that decide how each value is decoded.
 /// </summary>
 sealed class OutboxRelationLayout
 {
     // Built-in type OIDs (pg_type.h); stable across PostgreSQL versions.
-    public const uint UuidOid = 2950, JsonbOid = 3802, ByteaOid = 17;
+    public const uint UuidOid = 2950, JsonbOid = 3802, JsonOid = 114, ByteaOid = 17, TimestampTzOid = 1184;
+
+    OutboxRelationLayout(OutboxColumn[] columns) => Columns = columns;
 
     public OutboxColumn[] Columns { get; }
-    public bool IdIsUuid { get; }
-    public PayloadKind PayloadKind { get; }
+    public bool IdIsUuid { get; private set; }
+    public PayloadKind PayloadKind { get; private set; }
     /// <summary>jsonb's binary form starts with a version byte before the JSON text.</summary>
-    public bool PayloadIsJsonb { get; private init; }
-    public bool HeadersIsJsonb { get; private init; }
+    public bool PayloadIsJsonb { get; private set; }
+    public bool HeadersIsJsonb { get; private set; }
 
-    OutboxRelationLayout(OutboxColumn[] columns, bool idIsUuid, PayloadKind payloadKind)
+    /// <summary>
+    /// The layout of an outbox relation, or throws when the relation lacks a configured column or has one of a type
+    /// the connector cannot read (the table changed under the stream: rows read with a wrong layout would be lost).
+    /// </summary>
+    public static OutboxRelationLayout For(RelationMessage relation, OutboxColumns names)
     {
-        Columns = columns;
-        IdIsUuid = idIsUuid;
-        PayloadKind = payloadKind;
-    }
-
-    /// <summary>The layout when the relation is the outbox table, otherwise null (other tables are ignored).</summary>
-    public static OutboxRelationLayout? For(RelationMessage relation, TableName table, OutboxColumns names)
-    {
-        if (relation.Namespace != table.Schema || relation.RelationName != table.Name)
-            return null;
-
         var columns = new OutboxColumn[relation.Columns.Count];
-        var idIsUuid = false;
-        var payloadKind = PayloadKind.Json;
-        var payloadIsJsonb = false;
-        var headersIsJsonb = false;
+        var layout = new OutboxRelationLayout(columns);
+        var found = new HashSet<OutboxColumn>();
         for (var i = 0; i < columns.Length; i++)
         {
             var column = relation.Columns[i];
             var name = column.ColumnName;
-            columns[i] = name == names.Id ? OutboxColumn.Id
+            var role = name == names.Id ? OutboxColumn.Id
                 : name == names.AggregateType ? OutboxColumn.AggregateType
                 : name == names.AggregateId ? OutboxColumn.AggregateId
                 : name == names.EventType ? OutboxColumn.EventType
                 : name == names.Payload ? OutboxColumn.Payload
-                : name == names.Headers ? OutboxColumn.Headers
+                : names.Headers.Length > 0 && name == names.Headers ? OutboxColumn.Headers
                 : name == names.CreatedAt ? OutboxColumn.CreatedAt
                 : OutboxColumn.Other;
-            if (columns[i] == OutboxColumn.Headers)
-                headersIsJsonb = column.DataTypeId == JsonbOid;
-            if (columns[i] == OutboxColumn.Id)
-                idIsUuid = column.DataTypeId == UuidOid;
-            if (columns[i] == OutboxColumn.Payload)
+            columns[i] = role;
+            found.Add(role);
+            switch (role)
             {
-                payloadKind = column.DataTypeId == ByteaOid ? PayloadKind.Bytes : PayloadKind.Json;
-                payloadIsJsonb = column.DataTypeId == JsonbOid;
+                case OutboxColumn.Id:
+                    layout.IdIsUuid = column.DataTypeId == UuidOid;
+                    break;
+                case OutboxColumn.Payload:
+                    layout.PayloadKind = column.DataTypeId == ByteaOid ? PayloadKind.Bytes : PayloadKind.Json;
+                    layout.PayloadIsJsonb = column.DataTypeId == JsonbOid;
+                    break;
+                case OutboxColumn.Headers:
+                    layout.HeadersIsJsonb = column.DataTypeId == JsonbOid;
+                    break;
+                case OutboxColumn.CreatedAt when column.DataTypeId != TimestampTzOid:
+                    throw new InvalidDataException(
+                        $"column {relation.Namespace}.{relation.RelationName}.{name} is no longer timestamptz (type oid {column.DataTypeId})");
             }
         }
-        return new OutboxRelationLayout(columns, idIsUuid, payloadKind) { PayloadIsJsonb = payloadIsJsonb, HeadersIsJsonb = headersIsJsonb };
+
+        var missing = new List<string>();
+        void Require(OutboxColumn role, string name)
+        {
+            if (!found.Contains(role))
+                missing.Add(name);
+        }
+        Require(OutboxColumn.Id, names.Id);
+        Require(OutboxColumn.AggregateType, names.AggregateType);
+        Require(OutboxColumn.AggregateId, names.AggregateId);
+        Require(OutboxColumn.EventType, names.EventType);
+        Require(OutboxColumn.Payload, names.Payload);
+        Require(OutboxColumn.CreatedAt, names.CreatedAt);
+        if (names.Headers.Length > 0)
+            Require(OutboxColumn.Headers, names.Headers);
+        if (missing.Count > 0)
+            throw new InvalidDataException(
+                $"relation {relation.Namespace}.{relation.RelationName} has no column {string.Join(", ", missing)} any more (renamed or dropped)");
+        return layout;
     }
 }

@@ -1,10 +1,17 @@
+using System.Buffers.Binary;
+using System.Text;
 using Cdc.Mapping;
 using Npgsql.Replication.PgOutput;
 using Npgsql.Replication.PgOutput.Messages;
 
 namespace Cdc.Replication;
 
-/// <summary>Reads an Insert message of the outbox relation into an <see cref="OutboxRow"/>, column by column in order.</summary>
+/// <summary>
+/// Reads an Insert message of the outbox relation into an <see cref="OutboxRow"/>, column by column in order. Every
+/// value is read as the raw bytes of the binary protocol and decoded here, so a value that cannot be decoded (a jsonb
+/// version this code does not know, a timestamp outside what an event can carry, text that is not UTF-8) never leaves
+/// the stream half-read: the row gets a <see cref="OutboxRow.ReadError"/> and is dead-lettered by the mapper.
+/// </summary>
 static class OutboxRowReader
 {
     public static async ValueTask<OutboxRow> ReadAsync(InsertMessage insert, OutboxRelationLayout layout, CancellationToken ct)
@@ -17,51 +24,83 @@ static class OutboxRowReader
             i++;
             if (column == OutboxColumn.Other || value.IsDBNull)
                 continue; // unread values are skipped by Npgsql
-            switch (column)
-            {
-                case OutboxColumn.Id:
-                    row.Id = layout.IdIsUuid ? (await value.Get<Guid>(ct)).ToString("D") : await value.Get<string>(ct);
-                    break;
-                case OutboxColumn.AggregateType:
-                    row.AggregateType = await value.Get<string>(ct);
-                    break;
-                case OutboxColumn.AggregateId:
-                    row.AggregateId = await value.Get<string>(ct);
-                    break;
-                case OutboxColumn.EventType:
-                    row.EventType = await value.Get<string>(ct);
-                    break;
-                case OutboxColumn.Payload:
-                    row.Payload = await ReadRawAsync(value, layout.PayloadIsJsonb, ct);
-                    break;
-                case OutboxColumn.Headers:
-                    row.Headers = await ReadRawAsync(value, layout.HeadersIsJsonb, ct);
-                    break;
-                case OutboxColumn.CreatedAt:
-                    row.CreatedAt = await value.Get<DateTime>(ct);
-                    break;
-            }
+            var raw = await ReadRawAsync(value, ct);
+            Decode(row, column, raw, layout);
         }
         return row;
     }
 
-    /// <summary>
-    /// A column's bytes as the binary protocol sends them: bytea and json are the bytes themselves, jsonb is a
-    /// version byte and then the JSON text in UTF-8. Read raw, without a string in between.
-    /// </summary>
-    static async ValueTask<byte[]> ReadRawAsync(ReplicationValue value, bool jsonb, CancellationToken ct)
+    /// <summary>Decodes one column's binary value into the row, or records why it cannot be.</summary>
+    public static void Decode(OutboxRow row, OutboxColumn column, byte[] raw, OutboxRelationLayout layout)
     {
-        var length = value.Length;
-        await using var stream = value.GetStream();
-        if (jsonb)
+        try
         {
-            var version = stream.ReadByte();
-            if (version != 1)
-                throw new InvalidDataException($"Unsupported jsonb binary format version {version}");
-            length--;
+            switch (column)
+            {
+                case OutboxColumn.Id:
+                    row.Id = layout.IdIsUuid ? new Guid(Exactly(raw, 16), bigEndian: true).ToString("D") : Text(raw);
+                    break;
+                case OutboxColumn.AggregateType:
+                    row.AggregateType = Text(raw);
+                    break;
+                case OutboxColumn.AggregateId:
+                    row.AggregateId = Text(raw);
+                    break;
+                case OutboxColumn.EventType:
+                    row.EventType = Text(raw);
+                    break;
+                case OutboxColumn.Payload:
+                    row.Payload = layout.PayloadIsJsonb ? JsonbText(raw) : raw;
+                    break;
+                case OutboxColumn.Headers:
+                    row.Headers = layout.HeadersIsJsonb ? JsonbText(raw) : raw;
+                    break;
+                case OutboxColumn.CreatedAt:
+                    row.CreatedAt = TimestampTz(Exactly(raw, 8));
+                    break;
+            }
         }
-        var bytes = GC.AllocateUninitializedArray<byte>(length);
+        catch (Exception e) when (e is InvalidDataException or ArgumentException or DecoderFallbackException)
+        {
+            row.ReadError ??= $"column {column} could not be read: {e.Message}";
+        }
+    }
+
+    static async ValueTask<byte[]> ReadRawAsync(ReplicationValue value, CancellationToken ct)
+    {
+        var bytes = GC.AllocateUninitializedArray<byte>(value.Length);
+        await using var stream = value.GetStream();
         await stream.ReadExactlyAsync(bytes, ct);
         return bytes;
+    }
+
+    static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
+    static string Text(byte[] raw) => StrictUtf8.GetString(raw);
+
+    static byte[] Exactly(byte[] raw, int length) =>
+        raw.Length == length ? raw : throw new InvalidDataException($"expected {length} bytes, got {raw.Length}");
+
+    /// <summary>jsonb's binary form: a version byte (1) and the JSON text in UTF-8.</summary>
+    static byte[] JsonbText(byte[] raw)
+    {
+        if (raw.Length == 0 || raw[0] != 1)
+            throw new InvalidDataException($"unsupported jsonb binary format version {(raw.Length == 0 ? "(none)" : raw[0])}");
+        return raw[1..];
+    }
+
+    static readonly DateTime PostgresEpoch = new(2000, 1, 1, 0, 0, 0, DateTimeKind.Utc);
+
+    /// <summary>timestamptz's binary form: microseconds since 2000-01-01 UTC; infinity is long.MaxValue/MinValue.</summary>
+    static DateTime TimestampTz(byte[] raw)
+    {
+        var micros = BinaryPrimitives.ReadInt64BigEndian(raw);
+        if (micros is long.MaxValue or long.MinValue)
+            throw new InvalidDataException("created_at is infinity");
+        var fromEpoch = (DateTime.MaxValue - PostgresEpoch).Ticks / 10;
+        var toEpoch = (PostgresEpoch - DateTime.MinValue).Ticks / 10;
+        if (micros > fromEpoch || micros < -toEpoch)
+            throw new InvalidDataException("created_at is outside the years 1 to 9999 that an event's timestamp can carry");
+        return PostgresEpoch.AddTicks(micros * 10);
     }
 }

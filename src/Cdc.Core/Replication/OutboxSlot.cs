@@ -10,6 +10,15 @@ namespace Cdc.Replication;
 /// <summary>Events a recreated slot skipped: committed after <see cref="From"/> and before <see cref="To"/>.</summary>
 public readonly record struct SlotGap(NpgsqlTypes.NpgsqlLogSequenceNumber From, NpgsqlTypes.NpgsqlLogSequenceNumber To);
 
+/// <summary>
+/// What streaming starts from: the slot's confirmed position (the confirmer never goes below it), the outbox table's
+/// relation (null in table-less mode) and the gap, when a lost slot was recreated.
+/// </summary>
+public sealed record PreparedSlot(ulong ConfirmedLsn, OutboxTable? Table, SlotGap? Gap);
+
+/// <summary>The outbox table as the server knows it: its relation id and, when partitioned, so marked.</summary>
+public sealed record OutboxTable(TableName Name, uint Oid, bool Partitioned);
+
 /// <summary>A problem on the database side that no retry fixes (wal_level, missing table, privileges).</summary>
 public sealed class CdcStartupException(string message, Exception? inner = null) : Exception(message, inner);
 
@@ -21,8 +30,8 @@ public static class OutboxSlot
 {
     static readonly HashSet<string> TextTypes = ["text", "character varying", "character", "name"];
 
-    /// <summary>Checks and creates what streaming needs; returns the gap when a lost slot was recreated.</summary>
-    public static async Task<SlotGap?> PrepareAsync(PostgresOptions options, ILogger logger, CancellationToken ct)
+    /// <summary>Checks and creates what streaming needs.</summary>
+    public static async Task<PreparedSlot> PrepareAsync(PostgresOptions options, ILogger logger, CancellationToken ct)
     {
         var table = options.OutboxTable;
         await using var connection = new NpgsqlConnection(options.ConnectionString);
@@ -40,21 +49,44 @@ public static class OutboxSlot
             throw new CdcStartupException(
                 "The role in Cdc:Postgres:ConnectionString lacks the REPLICATION attribute (ALTER ROLE <role> REPLICATION).");
 
-        if (table is { } outbox)
+        var outbox = table is { } name ? await FindTableAsync(connection, name, ct) : null;
+        if (outbox is not null)
             await CheckColumnsAsync(connection, outbox, options.Columns, ct);
-        await EnsurePublicationAsync(connection, options.Publication, table, logger, ct);
-        return await EnsureSlotAsync(connection, options, logger, ct);
+        await EnsurePublicationAsync(connection, options.Publication, outbox, logger, ct);
+        var gap = await EnsureSlotAsync(connection, options, logger, ct);
+        return new PreparedSlot(await ConfirmedLsnAsync(connection, options.Slot, ct), outbox, gap);
     }
 
-    static async Task CheckColumnsAsync(NpgsqlConnection connection, TableName table, OutboxColumns names, CancellationToken ct)
+    static async Task<OutboxTable> FindTableAsync(NpgsqlConnection connection, TableName table, CancellationToken ct)
     {
+        await using var command = new NpgsqlCommand("SELECT c.oid, c.relkind FROM pg_class c WHERE c.oid = to_regclass($1)", connection);
+        command.Parameters.AddWithValue(table.Quoted);
+        await using var reader = await command.ExecuteReaderAsync(ct);
+        if (!await reader.ReadAsync(ct))
+            throw new CdcConfigurationException("Cdc:Postgres:Table", $"table {table} does not exist (or the role cannot see it)");
+        var kind = reader.GetChar(1);
+        if (kind is not ('r' or 'p'))
+            throw new CdcConfigurationException("Cdc:Postgres:Table", $"{table} is not a table (relkind '{kind}')");
+        return new OutboxTable(table, reader.GetFieldValue<uint>(0), Partitioned: kind == 'p');
+    }
+
+    static async Task<ulong> ConfirmedLsnAsync(NpgsqlConnection connection, string slot, CancellationToken ct)
+    {
+        await using var command = new NpgsqlCommand("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1", connection);
+        command.Parameters.AddWithValue(slot);
+        return await command.ExecuteScalarAsync(ct) is NpgsqlLogSequenceNumber lsn ? (ulong)lsn : 0;
+    }
+
+    static async Task CheckColumnsAsync(NpgsqlConnection connection, OutboxTable outbox, OutboxColumns names, CancellationToken ct)
+    {
+        var table = outbox.Name;
         await using var command = new NpgsqlCommand(
             """
             SELECT a.attname, format_type(a.atttypid, NULL)
             FROM pg_attribute a
-            WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+            WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
             """, connection);
-        command.Parameters.AddWithValue(table.Quoted);
+        command.Parameters.AddWithValue(NpgsqlTypes.NpgsqlDbType.Oid, outbox.Oid);
         var columns = new Dictionary<string, string>(StringComparer.Ordinal);
         await using (var reader = await command.ExecuteReaderAsync(ct))
             while (await reader.ReadAsync(ct))
@@ -69,7 +101,12 @@ public static class OutboxSlot
         Expect("EventType", names.EventType, TextTypes);
         Expect("Payload", names.Payload, ["jsonb", "json", "bytea"]);
         Expect("Headers", names.Headers, ["jsonb", "json"]);
-        Expect("CreatedAt", names.CreatedAt, ["timestamp with time zone", "timestamp without time zone"]);
+        if (columns.GetValueOrDefault(names.CreatedAt) == "timestamp without time zone")
+            throw new CdcConfigurationException("Cdc:Postgres:Columns:CreatedAt",
+                $"column {table}.{names.CreatedAt} is timestamp without time zone; it must be timestamptz, since a time without " +
+                $"a zone cannot be placed on the events' timeline (ALTER TABLE {table.Quoted} ALTER COLUMN \"{names.CreatedAt}\" " +
+                "TYPE timestamptz USING ... AT TIME ZONE '<the zone it was written in>')");
+        Expect("CreatedAt", names.CreatedAt, ["timestamp with time zone"]);
 
         void Expect(string option, string column, IReadOnlyCollection<string> types)
         {
@@ -82,40 +119,66 @@ public static class OutboxSlot
     }
 
     static async Task EnsurePublicationAsync(
-        NpgsqlConnection connection, string publication, TableName? table, ILogger logger, CancellationToken ct)
+        NpgsqlConnection connection, string publication, OutboxTable? outbox, ILogger logger, CancellationToken ct)
     {
+        // Whether the publication publishes inserts, and of the outbox: whether the table itself is in it (directly,
+        // FOR ALL TABLES or FOR TABLES IN SCHEMA: new partitions are then covered too), and how many of its current
+        // leaf partitions are not. pg_publication_tables lists leaves when publish_via_partition_root is off.
         await using var find = new NpgsqlCommand(
             """
-            SELECT p.pubinsert,
-                   EXISTS (SELECT 1 FROM pg_publication_tables t
-                           WHERE t.pubname = p.pubname AND t.schemaname = $2 AND t.tablename = $3)
+            SELECT p.pubinsert, p.pubviaroot,
+                   p.puballtables
+                   OR EXISTS (SELECT 1 FROM pg_publication_rel r WHERE r.prpubid = p.oid AND r.prrelid = $2)
+                   OR EXISTS (SELECT 1 FROM pg_publication_namespace n JOIN pg_class c ON c.relnamespace = n.pnnspid
+                              WHERE n.pnpubid = p.oid AND c.oid = $2),
+                   (SELECT count(*) FROM pg_partition_tree($2) t
+                    WHERE t.isleaf AND t.relid <> $2::regclass
+                      AND NOT EXISTS (SELECT 1 FROM pg_publication_tables pt
+                                      WHERE pt.pubname = p.pubname
+                                        AND format('%I.%I', pt.schemaname, pt.tablename)::regclass = t.relid))
             FROM pg_publication p WHERE p.pubname = $1
             """, connection);
         find.Parameters.AddWithValue(publication);
-        find.Parameters.AddWithValue(table?.Schema ?? "");
-        find.Parameters.AddWithValue(table?.Name ?? "");
+        find.Parameters.AddWithValue(NpgsqlTypes.NpgsqlDbType.Oid, outbox?.Oid ?? 0u);
         await using (var reader = await find.ExecuteReaderAsync(ct))
         {
             if (await reader.ReadAsync(ct))
             {
                 if (!reader.GetBoolean(0))
                     throw new CdcConfigurationException("Cdc:Postgres:Publication", $"publication {publication} does not publish inserts");
-                if (table is not null && !reader.GetBoolean(1))
+                if (outbox is null)
+                    return;
+                var includesTable = reader.GetBoolean(2);
+                var uncoveredPartitions = reader.IsDBNull(3) ? 0 : reader.GetInt64(3);
+                if (!includesTable && !outbox.Partitioned)
                     throw new CdcConfigurationException("Cdc:Postgres:Publication",
-                        $"publication {publication} exists but does not include table {table}");
+                        $"publication {publication} exists but does not include table {outbox.Name}");
+                if (!includesTable)
+                    // Listing partitions rather than the table hides the rows of every partition it misses, and of
+                    // every partition attached later.
+                    throw new CdcConfigurationException("Cdc:Postgres:Publication",
+                        $"publication {publication} does not include the partitioned table {outbox.Name} itself" +
+                        (uncoveredPartitions > 0 ? $" and misses {uncoveredPartitions} of its partitions" : "") +
+                        $", so rows of partitions it does not list would never be relayed; run: ALTER PUBLICATION \"{publication}\" " +
+                        $"ADD TABLE {outbox.Name.Quoted}; ALTER PUBLICATION \"{publication}\" SET (publish_via_partition_root = true)");
+                if (outbox.Partitioned && !reader.GetBoolean(1))
+                    logger.LogInformation(
+                        "Publication {Publication} publishes the partitions of {Table} under their own names " +
+                        "(publish_via_partition_root = false); their rows are relayed as the table's", publication, outbox.Name);
                 return;
             }
         }
 
         try
         {
-            // Table-less mode still needs a publication to stream from; an empty one publishes only messages.
-            var forTable = table is null ? "" : $"FOR TABLE {table.Value.Quoted} ";
+            // Table-less mode still needs a publication to stream from; an empty one publishes only messages. A
+            // partitioned table's changes are published as the root's, so partitions attached later change nothing.
+            var forTable = outbox is null ? "" : $"FOR TABLE {outbox.Name.Quoted} ";
             await using var create = new NpgsqlCommand(
-                $"CREATE PUBLICATION \"{publication}\" {forTable}WITH (publish = 'insert')", connection);
+                $"CREATE PUBLICATION \"{publication}\" {forTable}WITH (publish = 'insert', publish_via_partition_root = true)", connection);
             await create.ExecuteNonQueryAsync(ct);
             logger.LogInformation("Created publication {Publication} for {Table} (inserts only)", publication,
-                table?.ToString() ?? "no table (messages only)");
+                outbox?.Name.ToString() ?? "no table (messages only)");
         }
         catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.DuplicateObject)
         {
@@ -125,7 +188,7 @@ public static class OutboxSlot
         {
             throw new CdcConfigurationException("Cdc:Postgres:Publication",
                 $"publication {publication} does not exist and this role may not create it ({e.MessageText}); have the table's " +
-                $"owner run: CREATE PUBLICATION \"{publication}\" FOR TABLE {table?.Quoted} WITH (publish = 'insert')", e);
+                $"owner run: CREATE PUBLICATION \"{publication}\" FOR TABLE {outbox?.Name.Quoted} WITH (publish = 'insert', publish_via_partition_root = true)", e);
         }
     }
 

@@ -18,7 +18,7 @@ public sealed class CdcMetrics : IDisposable
     static readonly string[] SlotStatuses = ["reserved", "extended", "unreserved", "lost"];
 
     /// <summary>The values of the <c>reason</c> tag of <c>cdc.events.dead_lettered</c>.</summary>
-    public static readonly string[] DeadLetterReasons = ["unroutable", "headers", "payload", "too_large", "rejected"];
+    public static readonly string[] DeadLetterReasons = ["unroutable", "headers", "payload", "unreadable", "too_large", "rejected"];
 
     /// <summary>The values of the <c>cause</c> tag of <c>cdc.stream.restarts</c>.</summary>
     public static readonly string[] RestartCauses = ["postgres", "kafka", "kafka_delivery", "other"];

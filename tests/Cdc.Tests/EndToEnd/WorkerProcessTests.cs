@@ -1,3 +1,4 @@
+using System.Net;
 using System.Text;
 using Cdc.Tests.Fixtures;
 using Confluent.Kafka;
@@ -144,7 +145,6 @@ public class WorkerProcessTests(ITestOutputHelper output, ServersFixture fixture
     [InlineData("Cdc__Postgres__Columns__Payload", "body", 1, "Cdc:Postgres:Columns:Payload (env Cdc__Postgres__Columns__Payload): table")]
     [InlineData("Cdc__Postgres__Columns__Payload", "event_type", 1, "Cdc:Postgres:Columns:Payload (env Cdc__Postgres__Columns__Payload): column")]
     [InlineData("Cdc__Postgres__ConnectionString", "Host=127.0.0.1;Bogus Keyword=1", 2, "Cdc:Postgres:ConnectionString (env Cdc__Postgres__ConnectionString): is not a valid Npgsql connection string")]
-    [InlineData("Cdc__Postgres__ConnectionString", "Host=127.0.0.1;Port=1;Username=postgres;Timeout=3", 1, "PostgreSQL is unreachable at 127.0.0.1:1 (Cdc:Postgres:ConnectionString)")]
     [InlineData("Cdc__Relay__MaxInFlightEvents", "lots", 2, "Cdc:Relay:MaxInFlightEvents")]
     public async Task Invalid_configuration_stops_the_worker_at_start_naming_the_key(string key, string? value, int exitCode, string message)
     {
@@ -161,5 +161,36 @@ public class WorkerProcessTests(ITestOutputHelper output, ServersFixture fixture
         Assert.Equal(exitCode, worker.ExitCode);
         Assert.Contains(message, worker.Output);
         Assert.DoesNotContain("   at ", worker.Output); // a message, not a stack trace
+    }
+
+    [Fact]
+    public async Task A_worker_started_before_its_database_waits_for_it_not_ready_and_then_streams()
+    {
+        var servers = await fixture.GetAsync();
+        await using var outbox = await OutboxHarness.CreateAsync(servers, output, ["order"]);
+        var target = new Npgsql.NpgsqlConnectionStringBuilder(servers.PostgresConnectionString);
+        using var proxy = new TcpProxy(target.Port);
+        proxy.Cut(); // the database is not up yet: connections are refused
+        var environment = WorkerProcess.Environment(outbox.Options);
+        environment["Cdc__Postgres__ConnectionString"] = new Npgsql.NpgsqlConnectionStringBuilder(servers.PostgresConnectionString)
+        {
+            Host = "127.0.0.1", Port = proxy.Port, Timeout = 3,
+        }.ConnectionString;
+        using var worker = WorkerProcess.Start(environment, output);
+        await worker.WaitForOutputAsync($"PostgreSQL is unreachable at 127.0.0.1:{proxy.Port} (Cdc:Postgres:ConnectionString)", Timeout);
+        await Task.Delay(TimeSpan.FromSeconds(5)); // several attempts
+        Assert.False(worker.HasExited, "the worker should wait for its database, not exit");
+        using var http = new HttpClient { BaseAddress = new Uri(worker.ListeningUrl) };
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, (await http.GetAsync("/readyz")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/healthz")).StatusCode);
+
+        proxy.Restore();
+        await worker.WaitForOutputAsync("Streaming slot", Timeout);
+        var written = new TestEvent("order", "o-1", "AfterTheWait");
+        await outbox.WaitForConfirmedAsync(await outbox.CommitAsync(written), Timeout);
+        Assert.Equal([written.Id.ToString()], DeliveryAssert.Ids(outbox.ReadTopic(outbox.Topic("order"))));
+        Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/readyz")).StatusCode);
+        Assert.Single(System.Text.RegularExpressions.Regex.Matches(worker.Output, "PostgreSQL is unreachable"));
+        await worker.TerminateAsync(TimeSpan.FromSeconds(30));
     }
 }

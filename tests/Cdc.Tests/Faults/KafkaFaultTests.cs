@@ -99,17 +99,28 @@ public class KafkaFaultTests(ITestOutputHelper output, ServersFixture fixture) :
     }
 
     [Fact]
-    public async Task An_unreachable_broker_at_start_stops_the_worker_naming_the_key()
+    public async Task An_unreachable_broker_at_start_is_waited_for_named_once_and_streamed_to_when_it_answers()
     {
         var servers = await fixture.GetAsync();
-        await using var outbox = await OutboxHarness.CreateAsync(servers, output, ["order"]);
-        var environment = WorkerProcess.Environment(outbox.Options);
-        environment["Cdc__Kafka__BootstrapServers"] = "127.0.0.1:1";
-        using var worker = WorkerProcess.Start(environment, output);
-        await worker.WaitForExitAsync(Timeout);
+        using var cluster = MockKafkaCluster.Start(brokers: 1);
+        await using var outbox = await OutboxHarness.CreateAsync(servers, output, [], bootstrapServers: cluster.BootstrapServers);
+        cluster.CreateTopic(outbox.Topic("order"), 1, 1);
+        cluster.SetAllBrokersDown();
+        using var worker = WorkerProcess.Start(WorkerProcess.Environment(outbox.Options), output);
+        await worker.WaitForOutputAsync($"No Kafka broker answered at {cluster.BootstrapServers} (Cdc:Kafka:BootstrapServers)", Timeout);
+        // Several attempts later: still waiting, not ready, said once.
+        await Task.Delay(TimeSpan.FromSeconds(12));
+        Assert.False(worker.HasExited, "the worker should wait for the broker, not exit");
+        using var http = new HttpClient { BaseAddress = new Uri(worker.ListeningUrl) };
+        Assert.Equal(System.Net.HttpStatusCode.ServiceUnavailable, (await http.GetAsync("/readyz")).StatusCode);
 
-        Assert.Equal(1, worker.ExitCode);
-        Assert.Contains("No Kafka broker answered at 127.0.0.1:1 (Cdc:Kafka:BootstrapServers)", worker.Output);
+        cluster.SetAllBrokersUp();
+        await worker.WaitForOutputAsync("Streaming slot", Timeout);
+        var written = new TestEvent("order", "o-1", "AfterTheWait");
+        await outbox.WaitForConfirmedAsync(await outbox.CommitAsync(written), Timeout);
+        Assert.Equal([written.Id.ToString()], DeliveryAssert.Ids(outbox.ReadTopic(outbox.Topic("order"))));
+        Assert.Equal(System.Net.HttpStatusCode.OK, (await http.GetAsync("/readyz")).StatusCode);
+        Assert.Single(System.Text.RegularExpressions.Regex.Matches(worker.Output, "No Kafka broker answered"));
         Assert.DoesNotContain("   at ", worker.Output);
     }
 }

@@ -71,7 +71,7 @@ public class ConfigurationTests
     public void Producer_overrides_are_passed_as_is_after_the_defaults()
     {
         var options = Load(("Cdc:Kafka:Producer:message.timeout.ms", "3000"), ("Cdc:Kafka:Producer:linger.ms", "50"));
-        var config = KafkaPublisher.ProducerConfig(options.Kafka);
+        var config = KafkaRecordProducer.ProducerConfig(options.Kafka);
         Assert.Equal(3000, config.MessageTimeoutMs);
         Assert.Equal(50, config.LingerMs);
         Assert.True(config.EnableIdempotence);
@@ -81,15 +81,52 @@ public class ConfigurationTests
     }
 
     [Theory]
-    [InlineData(ErrorCode.NoError, DeliveryOutcome.Acknowledged)]
-    [InlineData(ErrorCode.MsgSizeTooLarge, DeliveryOutcome.DeadLetter)]
-    [InlineData(ErrorCode.InvalidRecord, DeliveryOutcome.DeadLetter)]
-    [InlineData(ErrorCode.TopicAuthorizationFailed, DeliveryOutcome.Fatal)]
-    [InlineData(ErrorCode.SaslAuthenticationFailed, DeliveryOutcome.Fatal)]
-    [InlineData(ErrorCode.Local_MsgTimedOut, DeliveryOutcome.Retry)]
-    [InlineData(ErrorCode.NotEnoughReplicas, DeliveryOutcome.Retry)]
-    [InlineData(ErrorCode.NotLeaderForPartition, DeliveryOutcome.Retry)]
-    [InlineData(ErrorCode.Local_AllBrokersDown, DeliveryOutcome.Retry)]
-    public void Delivery_errors_are_classified(ErrorCode code, DeliveryOutcome outcome) =>
-        Assert.Equal(outcome, DeliveryErrors.Classify(new Error(code)));
+    [InlineData(ErrorCode.NoError, false, DeliveryOutcome.Acknowledged)]
+    [InlineData(ErrorCode.MsgSizeTooLarge, false, DeliveryOutcome.RetryAlone)]
+    [InlineData(ErrorCode.MsgSizeTooLarge, true, DeliveryOutcome.TooLarge)]
+    [InlineData(ErrorCode.RecordListTooLarge, false, DeliveryOutcome.RetryAlone)]
+    [InlineData(ErrorCode.Local_InvalidDifferentRecord, false, DeliveryOutcome.RetryAlone)]
+    [InlineData(ErrorCode.Local_InvalidDifferentRecord, true, DeliveryOutcome.Rejected)]
+    [InlineData(ErrorCode.InvalidRecord, false, DeliveryOutcome.Rejected)]
+    [InlineData(ErrorCode.InvalidTimestamp, false, DeliveryOutcome.Rejected)]
+    [InlineData(ErrorCode.UnknownTopicOrPart, false, DeliveryOutcome.UnknownTopic)]
+    [InlineData(ErrorCode.Local_UnknownTopic, true, DeliveryOutcome.UnknownTopic)]
+    [InlineData(ErrorCode.Local_PurgeQueue, false, DeliveryOutcome.Purged)]
+    [InlineData(ErrorCode.Local_PurgeInflight, false, DeliveryOutcome.Purged)]
+    [InlineData(ErrorCode.TopicAuthorizationFailed, false, DeliveryOutcome.Fatal)]
+    [InlineData(ErrorCode.SaslAuthenticationFailed, false, DeliveryOutcome.Fatal)]
+    [InlineData(ErrorCode.Local_MsgTimedOut, false, DeliveryOutcome.Retry)]
+    [InlineData(ErrorCode.NotEnoughReplicas, false, DeliveryOutcome.Retry)]
+    [InlineData(ErrorCode.NotLeaderForPartition, false, DeliveryOutcome.Retry)]
+    [InlineData(ErrorCode.Local_AllBrokersDown, false, DeliveryOutcome.Retry)]
+    [InlineData(ErrorCode.Local_Fatal, false, DeliveryOutcome.Retry)]
+    public void Delivery_errors_are_classified(ErrorCode code, bool alone, DeliveryOutcome outcome) =>
+        Assert.Equal(outcome, DeliveryErrors.Classify(code, alone));
+
+    [Fact]
+    public void Every_error_code_has_a_decided_outcome_and_none_drops_an_event_silently()
+    {
+        foreach (var code in Enum.GetValues<ErrorCode>())
+        foreach (var alone in new[] { false, true })
+        {
+            var outcome = DeliveryErrors.Classify(code, alone);
+            Assert.True(Enum.IsDefined(outcome), $"{code}: {outcome}");
+            // Only NoError acknowledges: every other code is retried, dead-lettered, waited for or stops the worker.
+            Assert.Equal(code == ErrorCode.NoError, outcome == DeliveryOutcome.Acknowledged);
+        }
+    }
+
+    [Fact]
+    public void An_in_flight_bound_above_the_producers_queue_is_refused_naming_both_keys()
+    {
+        var e = Assert.Throws<CdcConfigurationException>(() =>
+            Load(("Cdc:Relay:MaxInFlightEvents", "5000"), ("Cdc:Kafka:Producer:queue.buffering.max.messages", "1000")));
+        Assert.Equal("Cdc:Relay:MaxInFlightEvents", e.Key);
+        Assert.Contains("queue.buffering.max.messages (1000)", e.Message);
+        e = Assert.Throws<CdcConfigurationException>(() => Load(("Cdc:Relay:MaxInFlightEvents", "200000")));
+        Assert.Contains("queue.buffering.max.messages (100000)", e.Message);
+        e = Assert.Throws<CdcConfigurationException>(() =>
+            Load(("Cdc:Relay:MaxInFlightBytes", "10000000"), ("Cdc:Kafka:Producer:queue.buffering.max.kbytes", "1024")));
+        Assert.Equal("Cdc:Relay:MaxInFlightBytes", e.Key);
+    }
 }

@@ -1,5 +1,6 @@
 using System.Text;
 using Cdc.Mapping;
+using Cdc.Publishing;
 using Cdc.Outbox.V1;
 using Confluent.Kafka;
 
@@ -118,18 +119,46 @@ public class OutboxEventMapperTests
     }
 
     [Fact]
-    public void A_refused_record_becomes_a_dead_letter_without_its_payload_when_too_large()
+    public void A_refused_record_becomes_a_dead_letter_whole_without_its_payload_or_as_headers_only()
     {
         var record = Mapper.Map(Row(), Transaction).Record!;
-        var deadLetter = Mapper.DeadLetter(record, "too large", dropPayload: true);
+        var deadLetter = Mapper.DeadLetter(record, "too large", DeadLetterForm.WithoutPayload);
         Assert.Equal("outbox.dlq", deadLetter.Topic);
         Assert.Equal("too large", Header(deadLetter.Headers, "error"));
         var evt = OutboxEvent.Parser.ParseFrom(deadLetter.Value);
         Assert.True(evt.Payload.IsEmpty);
         Assert.Equal("OrderPlaced", evt.EventType);
 
-        var kept = OutboxEvent.Parser.ParseFrom(Mapper.DeadLetter(record, "rejected", dropPayload: false).Value);
+        var kept = OutboxEvent.Parser.ParseFrom(Mapper.DeadLetter(record, "rejected", DeadLetterForm.Whole).Value);
         Assert.Equal("""{"total":12.5}""", kept.Payload.ToStringUtf8());
+
+        var smallest = Mapper.DeadLetter(record, "refused", DeadLetterForm.HeadersOnly);
+        Assert.Empty(smallest.Value);
+        Assert.Equal("3f2504e0-4f89-11d3-9a0c-0305e82c3301", Encoding.UTF8.GetString(smallest.Key));
+        Assert.Equal(["id", "error"], smallest.Headers.Select(h => h.Key));
+    }
+
+    [Fact]
+    public void A_dead_letter_of_a_dead_letter_keeps_the_first_error()
+    {
+        var unroutable = Mapper.Map(Row(r => r.AggregateType = "no spaces allowed"), Transaction).DeadLetter!;
+        var error = Mapper.DeadLetterError(unroutable)!;
+        Assert.Contains("does not make a valid Kafka topic name", error);
+        var reduced = Mapper.DeadLetter(unroutable, error + "; smaller", DeadLetterForm.WithoutPayload);
+        Assert.StartsWith(error, Header(reduced.Headers, "error"));
+        Assert.True(OutboxEvent.Parser.ParseFrom(reduced.Value).Payload.IsEmpty);
+        Assert.Null(Mapper.DeadLetterError(Mapper.Map(Row(), Transaction).Record!));
+    }
+
+    [Fact]
+    public void A_row_with_a_column_that_could_not_be_read_is_dead_lettered_with_the_reason()
+    {
+        var result = Mapper.Map(Row(r => r.ReadError = "column CreatedAt could not be read: created_at is infinity"), Transaction);
+        AssertDeadLetter(result, "created_at is infinity");
+        Assert.Equal("unreadable", result.DeadLetterReason);
+
+        var noId = Mapper.Map(Row(r => { r.Id = ""; r.ReadError = "column Id could not be read: expected 16 bytes, got 3"; }), Transaction);
+        Assert.Equal($"lsn:{Transaction.CommitLsn:X}", Header(noId.DeadLetter!.Headers, "id"));
     }
 
     static void AssertDeadLetter(MappingResult result, string reason)

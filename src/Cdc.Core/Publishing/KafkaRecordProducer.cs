@@ -1,28 +1,35 @@
 using System.Text.Json;
 using Cdc.Configuration;
-using Cdc.Mapping;
 using Confluent.Kafka;
 using Microsoft.Extensions.Logging;
 
 namespace Cdc.Publishing;
 
 /// <summary>
-/// Produces records with one idempotent producer and reports each delivery through a callback (no task per event).
-/// The producer is rebuilt by creating a new publisher: after a failed delivery, later records of the old one are not
-/// trusted for ordering.
+/// One idempotent Confluent.Kafka producer behind <see cref="IRecordProducer"/>. Delivery reports carry only the status
+/// (no copies of key, value and headers). A new one is built for every relay session: after a failure, records of the
+/// old one are not trusted for ordering.
 /// </summary>
-public sealed class KafkaPublisher : IDisposable
+public sealed class KafkaRecordProducer : IRecordProducer
 {
     readonly IProducer<byte[], byte[]> _producer;
+    readonly IDeliveryReports _reports;
+    readonly ILogger _logger;
+    bool _purgeUnavailableLogged;
 
-    public KafkaPublisher(KafkaOptions options, ILogger logger, Action<Error> onProducerError, Action<long> onQueueDepth)
+    public KafkaRecordProducer(KafkaOptions options, ILogger logger, IDeliveryReports reports, Action<long>? onQueueDepth = null)
     {
+        _reports = reports;
+        _logger = logger;
         _producer = new ProducerBuilder<byte[], byte[]>(ProducerConfig(options))
-            .SetErrorHandler((_, error) => onProducerError(error))
-            .SetStatisticsHandler((_, json) => onQueueDepth(QueueDepth(json)))
+            .SetErrorHandler((_, error) => reports.ProducerError(error))
+            .SetStatisticsHandler((_, json) => onQueueDepth?.Invoke(QueueDepth(json)))
             .SetLogHandler((_, message) => Log(logger, message))
             .Build();
     }
+
+    /// <summary>The native handle, for an admin client that shares the producer's connections.</summary>
+    public Handle Handle => _producer.Handle;
 
     /// <summary>The connector's producer settings, then the user's <c>Cdc:Kafka:Producer:*</c> overrides as is.</summary>
     public static ProducerConfig ProducerConfig(KafkaOptions options)
@@ -46,14 +53,22 @@ public sealed class KafkaPublisher : IDisposable
         return config;
     }
 
-    /// <summary>
-    /// Produces a record; <paramref name="onDelivery"/> runs on the producer's delivery thread with the error
-    /// (NoError when acknowledged). Throws <see cref="ProduceException{TKey,TValue}"/> when librdkafka refuses at once.
-    /// </summary>
-    public void Produce(OutboxRecord record, Action<Error> onDelivery)
+    public void Produce(PendingEvent pending)
     {
+        var record = pending.Record;
         var message = new Message<byte[], byte[]> { Key = record.Key, Value = record.Value, Headers = record.Headers };
-        _producer.Produce(record.Topic, message, report => onDelivery(report.Error));
+        pending.Callback ??= report => _reports.Delivered(pending, report.Error);
+        _producer.Produce(record.Topic, message, pending.Callback);
+    }
+
+    public void Purge()
+    {
+        if (!LibRdKafkaPurge.TryPurge(_producer.Handle) && !_purgeUnavailableLogged)
+        {
+            _purgeUnavailableLogged = true;
+            _logger.LogWarning("Could not purge the producer (librdkafka's rd_kafka_purge is not reachable on this platform); " +
+                               "records queued behind a failed one may still be sent before it is sent again");
+        }
     }
 
     /// <summary>Waits until every produced record has been reported, or the timeout passes. Returns what is left.</summary>

@@ -1,0 +1,511 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using Cdc.Configuration;
+using Cdc.Mapping;
+using Cdc.Positions;
+using Cdc.Relay;
+using Cdc.Replication;
+using Cdc.Telemetry;
+using Confluent.Kafka;
+using Microsoft.Extensions.Logging;
+
+namespace Cdc.Publishing;
+
+/// <summary>A delivery failed in a way a new stream and producer can fix; the session ends and the relay resumes from the slot.</summary>
+public sealed class DeliveryFailedException(string message) : Exception(message);
+
+/// <summary>
+/// Takes mapped events in read order and sees each through to an acknowledgement of it or of its dead letter; the
+/// tracker hears of every one. Records go to the producer while all is well; the first record that fails stops that:
+/// the producer is purged at once (nothing produced after the failed record can reach Kafka before it), new events wait,
+/// and once every record handed over has been reported the failed ones are resolved in read order:
+/// <list type="bullet">
+/// <item>taken back by the purge: sent again;</item>
+/// <item>refused with its batch (too large as a batch, another record invalid): sent again alone, and judged alone;</item>
+/// <item>too large alone or invalid: its dead letter is sent (smaller forms when that is refused too; if even the
+/// smallest is refused, the worker stops rather than skip it);</item>
+/// <item>its topic does not exist: the topic's events wait in its <see cref="TopicGate"/> (the rest goes on) until
+/// the topic exists or is created.</item>
+/// </list>
+/// Connection and cluster failures end the session (<see cref="Failure"/>); the relay resumes from the slot.
+/// Nothing here blocks or produces on the producer's delivery thread.
+/// </summary>
+public sealed class EventPublisher : IDeliveryReports, IDisposable
+{
+    static readonly TimeSpan FirstTopicCheckBackoff = TimeSpan.FromSeconds(1);
+    static readonly TimeSpan MaxTopicCheckBackoff = TimeSpan.FromSeconds(30);
+
+    readonly IRecordProducer _producer;
+    readonly ITopicAdmin _admin;
+    readonly OutboxEventMapper _mapper;
+    readonly PositionTracker _tracker;
+    readonly CdcMetrics _metrics;
+    readonly RelayStatus _status;
+    readonly ILogger _logger;
+    readonly ConcurrentDictionary<string, byte> _knownTopics;
+
+    readonly Lock _gate = new();
+    readonly Dictionary<string, TopicGate> _topics = new(StringComparer.Ordinal);
+    readonly List<PendingEvent> _failed = [];
+    readonly List<PendingEvent> _paused = [];
+    readonly SemaphoreSlim _wake = new(0);
+    readonly TaskCompletionSource<Exception> _failure = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    long _sequence;
+    int _outstanding;
+    bool _rewinding;
+    bool _queueFullLogged;
+
+    /// <param name="createProducer">Builds the producer that reports to this publisher.</param>
+    /// <param name="knownTopics">Topics known to exist (kept across sessions, so each is asked about once per process).</param>
+    public EventPublisher(
+        Func<IDeliveryReports, IRecordProducer> createProducer, Func<IRecordProducer, ITopicAdmin> createAdmin,
+        OutboxEventMapper mapper, PositionTracker tracker, CdcMetrics metrics, RelayStatus status, ILogger logger,
+        ConcurrentDictionary<string, byte> knownTopics)
+    {
+        _mapper = mapper;
+        _tracker = tracker;
+        _metrics = metrics;
+        _status = status;
+        _logger = logger;
+        _knownTopics = knownTopics;
+        _producer = createProducer(this);
+        _admin = createAdmin(_producer);
+    }
+
+    /// <summary>Completes with the first failure that ends the session (retry from the slot) or the worker (fatal).</summary>
+    public Task<Exception> Failure => _failure.Task;
+
+    /// <summary>Records handed to the producer and not yet reported.</summary>
+    public int Outstanding => Volatile.Read(ref _outstanding);
+
+    /// <summary>
+    /// Takes a mapped event (or a row's dead letter) of <paramref name="transaction"/>. Counts it in the tracker first, so
+    /// its acknowledgement cannot come before it is counted. Called by the reading loop only, in read order.
+    /// </summary>
+    public void Publish(MappingResult mapped, PositionTracker.Transaction transaction, DateTime commitTime)
+    {
+        var record = mapped.Record ?? mapped.DeadLetter!;
+        var pending = new PendingEvent(++_sequence, record, transaction, record.Value.Length + record.Key.Length, commitTime);
+        if (mapped.IsDeadLetter)
+        {
+            pending.DeadLetter = DeadLetterForm.Whole;
+            pending.DeadLetterReason = mapped.DeadLetterReason;
+        }
+        else
+        {
+            pending.Activity = OutboxTracing.StartSend(record);
+        }
+        _tracker.Add(transaction, pending.Bytes);
+        lock (_gate)
+        {
+            if (_rewinding)
+                _paused.Add(pending);
+            else
+                Route(pending);
+        }
+    }
+
+    /// <summary>Produces the event, or lets it wait for its topic. Under the lock.</summary>
+    void Route(PendingEvent pending)
+    {
+        var topic = Gate(pending.Record.Topic);
+        if (topic.Passes)
+            Produce(pending);
+        else
+            Wait(topic, pending);
+    }
+
+    TopicGate Gate(string topic)
+    {
+        if (_topics.TryGetValue(topic, out var gate))
+            return gate;
+        var known = _knownTopics.ContainsKey(topic);
+        gate = new TopicGate(topic, known ? TopicStatus.Open : TopicStatus.Unchecked) { CheckBackoff = FirstTopicCheckBackoff };
+        _topics[topic] = gate;
+        if (!known)
+            Wake();
+        return gate;
+    }
+
+    static void Wait(TopicGate topic, PendingEvent pending)
+    {
+        // Oldest first: an event sent back by a rewind may be older than ones already waiting.
+        if (topic.Waiting.Count == 0 || topic.Waiting.Last().Sequence < pending.Sequence)
+        {
+            topic.Waiting.Enqueue(pending);
+            return;
+        }
+        var all = topic.Waiting.Append(pending).OrderBy(p => p.Sequence).ToList();
+        topic.Waiting.Clear();
+        foreach (var p in all)
+            topic.Waiting.Enqueue(p);
+    }
+
+    /// <summary>Hands the record to the producer. Under the lock, so that a failure report cannot pass it unnoticed.</summary>
+    void Produce(PendingEvent pending)
+    {
+        Interlocked.Increment(ref _outstanding);
+        pending.ProducedAt = Stopwatch.GetTimestamp();
+        try
+        {
+            _producer.Produce(pending);
+        }
+        catch (ProduceException<byte[], byte[]> e)
+        {
+            // Refused at once (too large for the producer, topic known to be missing, queue full): the same path as a
+            // report. A refusal at once is about this record alone: it was never in a batch.
+            pending.Alone = true;
+            Delivered(pending, e.Error);
+        }
+    }
+
+    /// <inheritdoc />
+    public void Delivered(PendingEvent pending, Error error)
+    {
+        try
+        {
+            Interlocked.Decrement(ref _outstanding);
+            var outcome = error.Code == ErrorCode.Local_QueueFull
+                ? DeliveryOutcome.Purged
+                : DeliveryErrors.Classify(error.Code, pending.Alone);
+            if (outcome == DeliveryOutcome.Acknowledged)
+                Acknowledged(pending);
+            else
+                Failed(pending, error, outcome);
+            if (pending.Awaiter is { } awaiter)
+                awaiter.TrySetResult(outcome);
+            else if (_rewinding && Outstanding == 0)
+                Wake();
+        }
+        catch (Exception e)
+        {
+            // Never into librdkafka: a handler that throws would leave the event unacknowledged and unnoticed.
+            Fail(new DeliveryFailedException($"Handling a delivery report failed: {e}"));
+        }
+    }
+
+    void Acknowledged(PendingEvent pending)
+    {
+        _tracker.Acknowledge(pending.Transaction, pending.Bytes);
+        OutboxTracing.Stop(pending.Activity, pending.DeadLetter is null ? null : pending.DeadLetterError);
+        if (pending.DeadLetter is null)
+            _metrics.Published(pending.Record.Topic, (DateTime.UtcNow - pending.CommitTime).TotalSeconds,
+                Stopwatch.GetElapsedTime(pending.ProducedAt).TotalSeconds);
+        else
+            _metrics.DeadLettered(pending.DeadLetterReason ?? "rejected");
+        if (_status.SetKafkaReachable(true))
+            _logger.LogInformation("Kafka acknowledges events again");
+    }
+
+    void Failed(PendingEvent pending, Error error, DeliveryOutcome outcome)
+    {
+        pending.Error = error;
+        pending.Outcome = outcome;
+        if (outcome is DeliveryOutcome.Retry or DeliveryOutcome.Fatal)
+        {
+            _metrics.DeliveryFailed(pending.Record.Topic);
+            _status.SetKafkaReachable(false);
+            Fail(outcome == DeliveryOutcome.Fatal
+                ? new CdcStartupException($"Kafka refused to take events on {pending.Record.Topic}: {error.Code} ({error.Reason}). " +
+                                          "Check the producer's credentials, ACLs and Cdc:Kafka:Producer settings.")
+                : new DeliveryFailedException($"Delivery to {pending.Record.Topic} failed: {error.Code} ({error.Reason})"));
+            return;
+        }
+        if (error.Code == ErrorCode.Local_QueueFull && !_queueFullLogged)
+        {
+            _queueFullLogged = true;
+            _logger.LogWarning("The producer's queue is full (queue.buffering.max.messages/kbytes); records wait for room. " +
+                               "Lower Cdc:Relay:MaxInFlightEvents/MaxInFlightBytes or raise the producer's queue");
+        }
+        if (pending.Awaiter is not null)
+            return; // the rewind waits for this one and resolves it itself
+        lock (_gate)
+        {
+            _rewinding = true;
+            // Also while resolving earlier failures: records sent again after this one must not pass it. A purged
+            // record needs no purge of its own (the purge that took it back took the rest too).
+            if (outcome != DeliveryOutcome.Purged)
+                _producer.Purge();
+            _failed.Add(pending);
+        }
+        Wake();
+    }
+
+    /// <inheritdoc />
+    public void ProducerError(Error error)
+    {
+        if (error.IsFatal)
+            // The idempotent producer cannot continue (e.g. a sequence gap): rebuild it and resume from the slot.
+            Fail(new DeliveryFailedException($"Producer failed: {error.Code} ({error.Reason})"));
+        else if (error.Code == ErrorCode.Local_Application)
+            Fail(new DeliveryFailedException($"A delivery handler threw: {error.Reason}"));
+        else if (error.Code == ErrorCode.Local_AllBrokersDown && _status.SetKafkaReachable(false))
+            _logger.LogWarning("Kafka unreachable ({Reason}); events stay in flight and the slot is not confirmed past them", error.Reason);
+    }
+
+    /// <summary>Ends the session: only the first failure counts; the rest follow from it. Nothing more is sent.</summary>
+    void Fail(Exception failure)
+    {
+        if (!_failure.TrySetResult(failure))
+            return;
+        _producer.Purge();
+        Wake();
+    }
+
+    void Wake()
+    {
+        if (_wake.CurrentCount == 0)
+            _wake.Release();
+    }
+
+    /// <summary>
+    /// Resolves failed records once everything handed to the producer has been reported, asks the cluster about new
+    /// and blocked topics, and releases the events of topics that opened. Runs until the session ends.
+    /// </summary>
+    public async Task RunAsync(CancellationToken ct)
+    {
+        while (!ct.IsCancellationRequested && !Failure.IsCompleted)
+        {
+            await _wake.WaitAsync(FirstTopicCheckBackoff, ct);
+            if (_rewinding && Outstanding == 0)
+                await RewindAsync(ct);
+            await CheckTopicsAsync(ct);
+            lock (_gate)
+                if (!_rewinding)
+                    ReleaseOpenTopics();
+        }
+    }
+
+    async Task RewindAsync(CancellationToken ct)
+    {
+        List<PendingEvent> failed;
+        lock (_gate)
+        {
+            failed = [.. _failed.OrderBy(p => p.Sequence)];
+            _failed.Clear();
+        }
+        foreach (var pending in failed)
+        {
+            if (Failure.IsCompleted)
+                return;
+            await ResolveAsync(pending, ct);
+        }
+        lock (_gate)
+        {
+            if (_failed.Count > 0)
+            {
+                Wake(); // records failed again while being resolved: another round once they are all reported
+                return;
+            }
+            var paused = _paused.ToArray();
+            _paused.Clear();
+            _rewinding = false;
+            foreach (var pending in paused)
+            {
+                if (_rewinding)
+                    _paused.Add(pending);
+                else
+                    Route(pending);
+            }
+        }
+    }
+
+    /// <summary>Sends a failed record again, alone, or as its dead letter, as its outcome says; in read order.</summary>
+    async Task ResolveAsync(PendingEvent pending, CancellationToken ct)
+    {
+        var outcome = pending.Outcome;
+        while (!Failure.IsCompleted)
+        {
+            switch (outcome)
+            {
+                case DeliveryOutcome.Acknowledged:
+                    return;
+                case DeliveryOutcome.Purged:
+                    pending.Alone = false;
+                    lock (_gate)
+                        Route(pending);
+                    return;
+                case DeliveryOutcome.UnknownTopic:
+                    pending.Alone = false;
+                    lock (_gate)
+                    {
+                        var topic = Gate(pending.Record.Topic);
+                        if (topic.Status == TopicStatus.Open)
+                        {
+                            // It was there and is gone (deleted, or not yet propagated): ask again.
+                            topic.Status = TopicStatus.Unchecked;
+                            _knownTopics.TryRemove(topic.Topic, out _);
+                        }
+                        Wait(topic, pending);
+                    }
+                    return;
+                case DeliveryOutcome.RetryAlone:
+                    pending.Alone = true;
+                    outcome = await ProduceAndWaitAsync(pending, ct);
+                    break;
+                case DeliveryOutcome.TooLarge or DeliveryOutcome.Rejected:
+                    if (!BecomeSmallerDeadLetter(pending, outcome))
+                        return;
+                    outcome = await ProduceAndWaitAsync(pending, ct);
+                    break;
+                default:
+                    return; // Retry or Fatal: the session ends (Failure)
+            }
+        }
+    }
+
+    /// <summary>
+    /// Turns the event into its dead letter, or its dead letter into the next smaller form. False (and the worker stops)
+    /// when even the smallest form was refused.
+    /// </summary>
+    bool BecomeSmallerDeadLetter(PendingEvent pending, DeliveryOutcome outcome)
+    {
+        var error = pending.Error!;
+        var tooLarge = outcome == DeliveryOutcome.TooLarge;
+        DeadLetterForm form;
+        if (pending.DeadLetter is not { } current)
+        {
+            form = tooLarge ? DeadLetterForm.WithoutPayload : DeadLetterForm.Whole;
+            pending.DeadLetterReason = tooLarge ? "too_large" : "rejected";
+            pending.DeadLetterError = $"Kafka refused the record on {pending.Event.Topic}: {error.Code} ({error.Reason})";
+        }
+        else if (current == DeadLetterForm.HeadersOnly)
+        {
+            Fail(new CdcStartupException(
+                $"Kafka refused the dead letter of event {pending.Event.EventId} even as key and headers only on {pending.Record.Topic}: " +
+                $"{error.Code} ({error.Reason}). Stopping rather than skipping the event; check Cdc:Kafka:DeadLetterTopic and the " +
+                "topic's max.message.bytes"));
+            return false;
+        }
+        else
+        {
+            form = current + 1;
+            pending.DeadLetterError ??= _mapper.DeadLetterError(pending.Event);
+            pending.DeadLetterError += $"; its dead letter was refused too ({error.Code}) and is sent {Describe(form)}";
+        }
+        pending.DeadLetter = form;
+        pending.Alone = false;
+        pending.Record = _mapper.DeadLetter(pending.Event, pending.DeadLetterError!, form);
+        _logger.LogWarning("Event {Id} goes to the dead-letter topic {Form}: {Error}", pending.Event.EventId, Describe(form), pending.DeadLetterError);
+        return true;
+    }
+
+    static string Describe(DeadLetterForm form) => form switch
+    {
+        DeadLetterForm.Whole => "whole",
+        DeadLetterForm.WithoutPayload => "without its payload",
+        _ => "as key and headers only",
+    };
+
+    /// <summary>Produces the record once nothing else is in the producer (so it is alone), and waits for its report.</summary>
+    async Task<DeliveryOutcome> ProduceAndWaitAsync(PendingEvent pending, CancellationToken ct)
+    {
+        while (Outstanding > 0 && !Failure.IsCompleted)
+            await Task.Delay(5, ct);
+        var awaiter = new TaskCompletionSource<DeliveryOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
+        pending.Awaiter = awaiter;
+        lock (_gate)
+        {
+            var topic = Gate(pending.Record.Topic);
+            if (topic.Status != TopicStatus.Open)
+            {
+                pending.Awaiter = null;
+                Wait(topic, pending);
+                return DeliveryOutcome.Acknowledged; // resolved later, when its topic opens
+            }
+            Produce(pending);
+        }
+        await Task.WhenAny(awaiter.Task, Failure).WaitAsync(ct);
+        pending.Awaiter = null;
+        return awaiter.Task.IsCompleted ? awaiter.Task.Result : DeliveryOutcome.Retry;
+    }
+
+    /// <summary>Asks the cluster about topics not yet checked, and again about blocked ones when their backoff is over.</summary>
+    async Task CheckTopicsAsync(CancellationToken ct)
+    {
+        List<TopicGate> due;
+        var now = DateTime.UtcNow;
+        lock (_gate)
+            due = [.. _topics.Values.Where(t => t.Status != TopicStatus.Open && t.NextCheck <= now)];
+        foreach (var topic in due)
+        {
+            var existence = await _admin.ExistsAsync(topic.Topic, ct);
+            string? refused = null;
+            if (existence == TopicExistence.Missing)
+            {
+                refused = await _admin.CreateAsync(topic.Topic, ct);
+                if (refused is null)
+                {
+                    _logger.LogInformation("Created topic {Topic} (Cdc:Kafka:Topics)", topic.Topic);
+                    existence = TopicExistence.Exists;
+                }
+            }
+            lock (_gate)
+            {
+                if (existence == TopicExistence.Exists)
+                    Open(topic);
+                else
+                {
+                    if (existence == TopicExistence.Missing)
+                        Block(topic, refused!);
+                    topic.NextCheck = DateTime.UtcNow + topic.CheckBackoff;
+                    topic.CheckBackoff = TimeSpan.FromTicks(Math.Min(topic.CheckBackoff.Ticks * 2, MaxTopicCheckBackoff.Ticks));
+                }
+            }
+        }
+    }
+
+    void Open(TopicGate topic)
+    {
+        if (topic.Status == TopicStatus.Blocked)
+        {
+            _status.BlockedTopics--;
+            _logger.LogInformation("Topic {Topic} exists now: relaying the {Count} events that waited for it", topic.Topic, topic.Waiting.Count);
+        }
+        topic.Status = TopicStatus.Open;
+        topic.BlockedBecause = null;
+        topic.CheckBackoff = FirstTopicCheckBackoff;
+        _knownTopics.TryAdd(topic.Topic, 0);
+    }
+
+    void Block(TopicGate topic, string reason)
+    {
+        if (topic.Status == TopicStatus.Blocked)
+            return;
+        topic.Status = TopicStatus.Blocked;
+        topic.BlockedBecause = reason;
+        _status.BlockedTopics++;
+        _logger.LogWarning(
+            "Topic {Topic} does not exist and could not be created ({Reason}). Its events wait (the slot is not confirmed past " +
+            "them) while the other topics' events go on; they are relayed in order once the topic exists. Create it, or let " +
+            "the connector create it (Cdc:Kafka:Topics:*, and the CreateTopics permission)", topic.Topic, reason);
+    }
+
+    /// <summary>Produces the waiting events of topics that are open, oldest first. Under the lock.</summary>
+    void ReleaseOpenTopics()
+    {
+        foreach (var topic in _topics.Values)
+            while (topic.Status == TopicStatus.Open && topic.Waiting.Count > 0 && !_rewinding)
+                Produce(topic.Waiting.Dequeue());
+    }
+
+    /// <summary>
+    /// Waits until every record handed to the producer has been reported and failed ones are resolved, or the timeout
+    /// passes (stopping). Events waiting for a blocked topic are not waited for. Returns the events still in flight.
+    /// </summary>
+    public async Task<long> DrainAsync(TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while ((Outstanding > 0 || _rewinding) && DateTime.UtcNow < deadline && !Failure.IsCompleted)
+            await Task.Delay(10);
+        return _tracker.InFlightEvents;
+    }
+
+    public void Dispose()
+    {
+        lock (_gate)
+            _status.BlockedTopics -= _topics.Values.Count(t => t.Status == TopicStatus.Blocked);
+        _producer.Dispose();
+        _wake.Dispose();
+    }
+}
