@@ -340,7 +340,6 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
                     }
                     return;
                 case DeliveryOutcome.RetryAlone:
-                    pending.Alone = true;
                     outcome = await ProduceAndWaitAsync(pending, ct);
                     break;
                 case DeliveryOutcome.TooLarge or DeliveryOutcome.Rejected:
@@ -384,7 +383,6 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
             pending.DeadLetterError += $"; its dead letter was refused too ({error.Code}) and is sent {Describe(form)}";
         }
         pending.DeadLetter = form;
-        pending.Alone = false;
         pending.Record = _mapper.DeadLetter(pending.Event, pending.DeadLetterError!, form);
         _logger.LogWarning("Event {Id} goes to the dead-letter topic {Form}: {Error}", pending.Event.EventId, Describe(form), pending.DeadLetterError);
         return true;
@@ -403,16 +401,17 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
         while (Outstanding > 0 && !Failure.IsCompleted)
             await Task.Delay(5, ct);
         var awaiter = new TaskCompletionSource<DeliveryOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
-        pending.Awaiter = awaiter;
         lock (_gate)
         {
             var topic = Gate(pending.Record.Topic);
             if (topic.Status != TopicStatus.Open)
             {
-                pending.Awaiter = null;
                 Wait(topic, pending);
                 return DeliveryOutcome.Acknowledged; // resolved later, when its topic opens
             }
+            // Nothing else is in the producer, and nothing new is handed to it while failed records are resolved.
+            pending.Alone = true;
+            pending.Awaiter = awaiter;
             Produce(pending);
         }
         await Task.WhenAny(awaiter.Task, Failure).WaitAsync(ct);
