@@ -92,7 +92,7 @@ public class MappingBenchmarks
             AggregateId = _row.AggregateId!,
             EventType = _row.EventType!,
             Payload = UnsafeByteOperations.UnsafeWrap(_row.Payload),
-            PayloadContentType = OutboxEventMapper.JsonContentType,
+            PayloadContentType = Contracts.ContentTypes.Json,
             CreatedAt = Timestamp.FromDateTime(_row.CreatedAt!.Value),
             Source = new Source
             {

@@ -212,7 +212,7 @@ public class OutboxWriterTests(ITestOutputHelper output, ServersFixture fixture)
         var relayOptions = InProcessRelay.OptionsFor(servers, name, writerOptions.Table, o =>
         {
             var c = writerOptions.Columns; // the same names on both sides
-            o.Postgres.Columns = new Configuration.OutboxColumns
+            o.Postgres.Columns = new Contracts.OutboxColumns
             {
                 Id = c.Id, AggregateType = c.AggregateType, AggregateId = c.AggregateId, EventType = c.EventType,
                 Payload = c.Payload, Headers = c.Headers, CreatedAt = c.CreatedAt,
