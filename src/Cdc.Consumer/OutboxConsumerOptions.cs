@@ -75,9 +75,9 @@ public sealed class OutboxConsumerOptions
             throw new OutboxConsumerConfigurationException(nameof(DeadLetterTopic), "must not be one of the consumed topics (a failing event would come back forever)");
         try
         {
-            QualifiedTableName.Parse(InboxTable, "the table");
+            TableName.Parse(InboxTable);
         }
-        catch (ArgumentException e)
+        catch (FormatException e)
         {
             throw new OutboxConsumerConfigurationException(nameof(InboxTable), e.Message);
         }
