@@ -33,17 +33,8 @@ public sealed class Inbox
     public string Consumer { get; }
 
     /// <summary>The table name as the connector reads its options (<see cref="TableName"/>); an <see cref="ArgumentException"/> if it cannot be read.</summary>
-    internal static TableName ParseTable(string? table)
-    {
-        try
-        {
-            return TableName.Parse(table);
-        }
-        catch (FormatException e)
-        {
-            throw new ArgumentException($"The inbox table {e.Message}", nameof(table), e);
-        }
-    }
+    static TableName ParseTable(string? table) =>
+        TableName.TryParse(table, out var name, out var error) ? name : throw new ArgumentException($"The inbox table {error}", nameof(table));
 
     /// <summary>DDL of the inbox table (and the index the retention cleanup uses). The schema must exist.</summary>
     public static string CreateTableSql(string table = DefaultTable)

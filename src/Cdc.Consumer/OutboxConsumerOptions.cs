@@ -73,14 +73,8 @@ public sealed class OutboxConsumerOptions
             throw new OutboxConsumerConfigurationException(nameof(DeadLetterTopic), $"'{DeadLetterTopic}' is not a valid Kafka topic name");
         if (Topics.Contains(DeadLetterTopic))
             throw new OutboxConsumerConfigurationException(nameof(DeadLetterTopic), "must not be one of the consumed topics (a failing event would come back forever)");
-        try
-        {
-            TableName.Parse(InboxTable);
-        }
-        catch (FormatException e)
-        {
-            throw new OutboxConsumerConfigurationException(nameof(InboxTable), e.Message);
-        }
+        if (!TableName.TryParse(InboxTable, out _, out var tableError))
+            throw new OutboxConsumerConfigurationException(nameof(InboxTable), tableError);
         if (MaxAttempts < 1)
             throw new OutboxConsumerConfigurationException(nameof(MaxAttempts), "must be at least 1");
         Positive(nameof(InitialBackoff), InitialBackoff);

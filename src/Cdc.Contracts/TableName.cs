@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Text;
 
 namespace Cdc.Contracts;
@@ -16,10 +17,32 @@ public readonly record struct TableName(string Schema, string Name)
     public const string DefaultSchema = "public";
 
     /// <summary>Parses a configured name.</summary>
-    /// <exception cref="FormatException">
-    /// What is wrong, without the configuration key: callers wrap it with theirs (e.g. <c>Cdc:Postgres:Table</c>).
-    /// </exception>
-    public static TableName Parse(string? value)
+    /// <exception cref="FormatException">What is wrong (see <see cref="TryParse"/>).</exception>
+    public static TableName Parse(string? value) =>
+        TryParse(value, out var table, out var error) ? table : throw new FormatException(error);
+
+    /// <summary>
+    /// Parses a configured name, or says what is wrong without naming a configuration key (e.g. <c>is required</c>,
+    /// <c>'a.b.c' must be 'schema.table' or 'table' (…)</c>): callers put theirs in front, as in
+    /// <c>Cdc:Postgres:Table: 'a.b.c' must be …</c>.
+    /// </summary>
+    public static bool TryParse(string? value, out TableName table, [NotNullWhen(false)] out string? error)
+    {
+        try
+        {
+            table = ParseOrThrow(value);
+            error = null;
+            return true;
+        }
+        catch (FormatException e)
+        {
+            table = default;
+            error = e.Message;
+            return false;
+        }
+    }
+
+    static TableName ParseOrThrow(string? value)
     {
         if (string.IsNullOrWhiteSpace(value))
             throw new FormatException("is required");

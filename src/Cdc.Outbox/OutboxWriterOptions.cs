@@ -50,15 +50,6 @@ public sealed class OutboxWriterOptions
     }
 
     /// <summary><see cref="Table"/> parsed as the connector parses <c>Cdc:Postgres:Table</c>; an <see cref="ArgumentException"/> naming it if it cannot be.</summary>
-    internal TableName ParseTable()
-    {
-        try
-        {
-            return TableName.Parse(Table);
-        }
-        catch (FormatException e)
-        {
-            throw new ArgumentException($"OutboxWriterOptions.Table: {e.Message}", nameof(Table), e);
-        }
-    }
+    internal TableName ParseTable() =>
+        TableName.TryParse(Table, out var table, out var error) ? table : throw new ArgumentException($"OutboxWriterOptions.Table: {error}", nameof(Table));
 }

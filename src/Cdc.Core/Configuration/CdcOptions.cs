@@ -48,19 +48,9 @@ public sealed class PostgresOptions
     public OutboxColumns Columns { get; set; } = new();
 
     /// <summary>The configured table, or null in table-less mode.</summary>
-    public TableName? OutboxTable => string.IsNullOrWhiteSpace(Table) ? null : ParseTable(Table);
-
-    static TableName ParseTable(string table)
-    {
-        try
-        {
-            return TableName.Parse(table);
-        }
-        catch (FormatException e)
-        {
-            throw new CdcConfigurationException("Cdc:Postgres:Table", e.Message, e);
-        }
-    }
+    public TableName? OutboxTable =>
+        string.IsNullOrWhiteSpace(Table) ? null
+        : TableName.TryParse(Table, out var table, out var error) ? table : throw new CdcConfigurationException("Cdc:Postgres:Table", error);
 }
 
 /// <summary>

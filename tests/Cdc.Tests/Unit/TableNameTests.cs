@@ -52,6 +52,8 @@ public class TableNameTests
     {
         var e = Assert.Throws<FormatException>(() => TableName.Parse(value));
         Assert.Contains(problem, e.Message);
+        Assert.False(TableName.TryParse(value, out _, out var error));
+        Assert.Equal(e.Message, error);
         if (value is { Length: > 0 } && !string.IsNullOrWhiteSpace(value))
             Assert.StartsWith($"'{value}' must be 'schema.table' or 'table'", e.Message);
     }
