@@ -252,11 +252,16 @@ public class HelmChartTests
     }
 
     [Fact]
-    public void Ci_renders_the_chart_with_the_required_values_when_helm_is_there()
+    public void Ci_installs_the_pinned_helm_and_lints_and_renders_every_ci_values_file()
     {
         var ci = RepositoryFiles.Read(".ci", "run");
-        Assert.Matches(@"helm_values=\([^)]*--set cdc\.postgres\.existingSecret=\S+[^)]*--set cdc\.kafka\.bootstrapServers=\S+", ci);
-        Assert.Contains("helm lint charts/cdc \"${helm_values[@]}\"", ci);
-        Assert.Contains("helm template cdc charts/cdc \"${helm_values[@]}\"", ci);
+        Assert.Contains("helm=$(.ci/install-helm)", ci);
+        Assert.Contains("for values in charts/cdc/ci/*-values.yaml; do", ci);
+        Assert.Contains("\"$helm\" lint --strict charts/cdc -f \"$values\"", ci);
+        Assert.Contains("\"$helm\" template cdc charts/cdc -f \"$values\"", ci);
+        Assert.DoesNotContain("skipped", ci.Split("# The README's test command.")[0]);
+        var install = RepositoryFiles.Read(".ci", "install-helm");
+        Assert.Matches(@"package_version='\d+\.\d+\.\d+'", install);
+        Assert.Matches(@"helm_sha256='[0-9a-f]{64}'", install);
     }
 }
