@@ -85,3 +85,21 @@ cdc.relay.shutdownTimeout in whole seconds (rounded up), 25 when unset, or "" wh
 {{- if contains "." $value }}{{ add $seconds 1 }}{{ else }}{{ $seconds }}{{ end }}
 {{- end }}
 {{- end }}
+
+{{/*
+The Deployment's strategy. RollingUpdate (the default with replicaCount > 1): the new pod starts, waits as a Ready
+standby, then an old pod stops and releases the slot after flushing and confirming; the standby takes over. Recreate
+(the default with one replica): every old pod stops before a new one starts, never two versions at once.
+*/}}
+{{- define "cdc.strategy" -}}
+{{- $type := .Values.updateStrategy.type | default (ternary "RollingUpdate" "Recreate" (gt (int .Values.replicaCount) 1)) }}
+{{- if not (has $type (list "RollingUpdate" "Recreate")) }}
+{{- fail (printf "updateStrategy.type must be \"\", RollingUpdate or Recreate, not %q" $type) }}
+{{- end -}}
+type: {{ $type }}
+{{- if eq $type "RollingUpdate" }}
+rollingUpdate:
+  maxSurge: {{ .Values.updateStrategy.rollingUpdate.maxSurge }}
+  maxUnavailable: {{ .Values.updateStrategy.rollingUpdate.maxUnavailable }}
+{{- end }}
+{{- end }}

@@ -140,11 +140,10 @@ public class HelmChartTests
     }
 
     [Fact]
-    public void The_deployment_probes_healthz_and_readyz_recreates_and_outlasts_the_worker_shutdown()
+    public void The_deployment_probes_healthz_and_readyz_and_outlasts_the_worker_shutdown()
     {
         var deployment = Deployment(Helm.Template());
         var container = deployment.Container();
-        Assert.Equal("Recreate", deployment.ScalarAt("spec.strategy.type"));
 
         Assert.Equal("/healthz", container.ScalarAt("livenessProbe.httpGet.path"));
         Assert.Equal("http", container.ScalarAt("livenessProbe.httpGet.port"));
@@ -177,6 +176,36 @@ public class HelmChartTests
         Assert.Equal("8080", servicePort.ScalarAt("port"));
         Assert.Equal("true", service.ScalarAt("spec.publishNotReadyAddresses"));
         Assert.True(service.Strings("spec.selector").Selects(PodLabels(Deployment(manifests))), "the Service does not select the worker's pods");
+    }
+
+    /// <summary>
+    /// Upgrades: with standbys, a rolling update that starts the new pod first (it waits as a Ready standby, see
+    /// RelayStatus.Ready) and keeps every old pod until then; with one replica, Recreate; either can be chosen.
+    /// </summary>
+    [Fact]
+    public void Upgrades_roll_through_a_ready_standby_with_several_replicas_and_recreate_with_one()
+    {
+        var single = Deployment(Helm.Template()).Map("spec.strategy");
+        Assert.Equal("Recreate", single.ScalarAt("type"));
+        Assert.Null(single.At("rollingUpdate"));
+
+        var replicated = Deployment(Helm.Template("--set", "replicaCount=2"));
+        Assert.Equal("2", replicated.ScalarAt("spec.replicas"));
+        Assert.Equal("RollingUpdate", replicated.ScalarAt("spec.strategy.type"));
+        Assert.Equal("1", replicated.ScalarAt("spec.strategy.rollingUpdate.maxSurge"));
+        Assert.Equal("0", replicated.ScalarAt("spec.strategy.rollingUpdate.maxUnavailable"));
+        // The rollout waits for the new pod's readiness: /readyz, 200 for a healthy standby.
+        Assert.Equal("/readyz", replicated.Container().ScalarAt("readinessProbe.httpGet.path"));
+
+        var recreate = Deployment(Helm.Template("--set", "replicaCount=3", "--set", "updateStrategy.type=Recreate")).Map("spec.strategy");
+        Assert.Equal("Recreate", recreate.ScalarAt("type"));
+        Assert.Null(recreate.At("rollingUpdate"));
+        var rolling = Deployment(Helm.Template("--set", "updateStrategy.type=RollingUpdate")).Map("spec.strategy");
+        Assert.Equal("RollingUpdate", rolling.ScalarAt("type"));
+        Assert.Equal("1", rolling.ScalarAt("rollingUpdate.maxSurge"));
+
+        Assert.Contains("updateStrategy.type must be \"\", RollingUpdate or Recreate, not \"BlueGreen\"",
+            Helm.TemplateError([.. Helm.RequiredValues, "--set", "updateStrategy.type=BlueGreen"]));
     }
 
     [Fact]
