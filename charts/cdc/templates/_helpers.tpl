@@ -103,3 +103,72 @@ rollingUpdate:
   maxUnavailable: {{ .Values.updateStrategy.rollingUpdate.maxUnavailable }}
 {{- end }}
 {{- end }}
+
+{{/*
+The connectors this release runs, as a YAML list: one per outbox. Without cdc.outboxes, one connector from
+cdc.postgres.table/slot/publication and cdc.kafka.topicTemplate/deadLetterTopic, named like the release (its
+objects keep the names and selectors of a single-outbox release). With cdc.outboxes, one per entry, its objects named
+<fullname>-<entry name> and its pods labelled app.kubernetes.io/component: <entry name>. Each item: name ("" for the
+single connector), fullname, table, slot, publication, topicTemplate, deadLetterTopic, columns.
+*/}}
+{{- define "cdc.connectors" -}}
+{{- $fullname := include "cdc.fullname" . }}
+{{- $connectors := list }}
+{{- if not .Values.cdc.outboxes }}
+{{- $connectors = append $connectors (dict "name" "" "fullname" $fullname "table" .Values.cdc.postgres.table "slot" .Values.cdc.postgres.slot "publication" .Values.cdc.postgres.publication "topicTemplate" .Values.cdc.kafka.topicTemplate "deadLetterTopic" .Values.cdc.kafka.deadLetterTopic "columns" (.Values.cdc.postgres.columns | default dict)) }}
+{{- else }}
+{{- $names := dict }}
+{{- $slots := dict }}
+{{- range $index, $outbox := .Values.cdc.outboxes }}
+{{- $at := printf "cdc.outboxes[%d]" $index }}
+{{- if not (kindIs "map" $outbox) }}
+{{- fail (printf "%s must be a mapping with name, table, slot, publication and topicTemplate" $at) }}
+{{- end }}
+{{- $name := toString ($outbox.name | default "") }}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$" $name) }}
+{{- fail (printf "%s.name is required: a DNS label (lower-case letters, digits, '-'), the suffix of its objects' names; got %q" $at $name) }}
+{{- end }}
+{{- if hasKey $names $name }}
+{{- fail (printf "%s.name %q is used twice: each outbox's objects are named after it" $at $name) }}
+{{- end }}
+{{- $_ := set $names $name true }}
+{{- range $key := list "table" "slot" "publication" "topicTemplate" }}
+{{- if not (get $outbox $key) }}
+{{- fail (printf "%s.%s is required (outbox %q)" $at $key $name) }}
+{{- end }}
+{{- end }}
+{{- if hasKey $slots (toString $outbox.slot) }}
+{{- fail (printf "%s.slot %q is used twice: PostgreSQL lets one connector read a slot, so the second would wait forever" $at $outbox.slot) }}
+{{- end }}
+{{- $_ := set $slots (toString $outbox.slot) true }}
+{{- $objectName := printf "%s-%s" $fullname $name }}
+{{- if gt (len $objectName) 63 }}
+{{- fail (printf "%s.name %q makes the object name %q longer than 63 characters: shorten it or fullnameOverride" $at $name $objectName) }}
+{{- end }}
+{{- $connectors = append $connectors (dict "name" $name "fullname" $objectName "table" $outbox.table "slot" $outbox.slot "publication" $outbox.publication "topicTemplate" $outbox.topicTemplate "deadLetterTopic" ($outbox.deadLetterTopic | default $.Values.cdc.kafka.deadLetterTopic) "columns" ($outbox.columns | default $.Values.cdc.postgres.columns | default dict)) }}
+{{- end }}
+{{- end }}
+{{- toYaml $connectors }}
+{{- end }}
+
+{{/*
+Selector labels of one connector's pods: the release's, plus the outbox's name as app.kubernetes.io/component when
+the release runs several. The scope of this and of cdc.connectorLabels is the chart's top-level objects (Values,
+Release, Chart, Capabilities, Template, Files) plus Connector, an item of cdc.connectors.
+*/}}
+{{- define "cdc.connectorSelectorLabels" -}}
+{{ include "cdc.selectorLabels" . }}
+{{- with .Connector.name }}
+app.kubernetes.io/component: {{ . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Labels of one connector's objects.
+*/}}
+{{- define "cdc.connectorLabels" -}}
+{{ include "cdc.labels" . }}
+{{- with .Connector.name }}
+app.kubernetes.io/component: {{ . }}
+{{- end }}
+{{- end }}

@@ -14,7 +14,7 @@ static class Helm
     public const string Release = "cdc";
     public const string Namespace = "cdc-test";
 
-    /// <summary>The two values the chart requires, as in the README's install command.</summary>
+    /// <summary>The two values the chart requires, as in the README's install command (and ci/default-values.yaml).</summary>
     public static readonly string[] RequiredValues =
         ["--set", "cdc.postgres.existingSecret=cdc-postgres", "--set", @"cdc.kafka.bootstrapServers=kafka-0.kafka:9092\,kafka-1.kafka:9092"];
 
@@ -41,12 +41,12 @@ static class Helm
     public static ProcessResult Run(params string[] arguments) => Run(Path, arguments, TimeSpan.FromMinutes(1));
 
     /// <summary>
-    /// <c>helm template cdc charts/cdc --namespace cdc-test</c> with the required values and then these arguments
-    /// (later ones win); fails the test when helm fails.
+    /// <c>helm template cdc charts/cdc --namespace cdc-test</c> with the required values (ci/default-values.yaml, so
+    /// later values files and --set win) and then these arguments; fails the test when helm fails.
     /// </summary>
     public static Manifests Template(params string[] arguments)
     {
-        var result = Run([.. TemplateCommand(), .. RequiredValues, .. arguments]);
+        var result = Run([.. TemplateCommand(), "-f", CiValues("default-values.yaml"), .. arguments]);
         Assert.True(result.ExitCode == 0, $"helm template {string.Join(' ', arguments)} failed (exit {result.ExitCode}):\n{result.Stderr}");
         return Manifests.Parse(result.Stdout);
     }

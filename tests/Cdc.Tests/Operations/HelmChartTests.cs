@@ -374,6 +374,101 @@ public class HelmChartTests
     }
 
     /// <summary>
+    /// Without cdc.outboxes the release has one connector whose objects keep the names and the (immutable) selector of
+    /// a single-outbox release, so upgrading an existing release changes nothing.
+    /// </summary>
+    [Fact]
+    public void A_single_outbox_release_keeps_its_names_and_selector()
+    {
+        var manifests = Helm.Template("-f", Helm.CiValues("all-values.yaml"));
+        var deployment = Deployment(manifests);
+        var selector = new Dictionary<string, string> { ["app.kubernetes.io/name"] = "cdc", ["app.kubernetes.io/instance"] = Helm.Release };
+        Assert.Equal(selector, deployment.Strings("spec.selector.matchLabels"));
+        Assert.Equal(selector, manifests.Single("Service").Strings("spec.selector"));
+        Assert.Equal(selector, manifests.Single("PodDisruptionBudget").Strings("spec.selector.matchLabels"));
+        foreach (var kind in new[] { "Deployment", "Service", "PodDisruptionBudget", "ServiceMonitor", "NetworkPolicy", "ServiceAccount" })
+            Assert.Equal("cdc", manifests.Single(kind).ScalarAt("metadata.name"));
+        Assert.DoesNotContain("app.kubernetes.io/component", PodLabels(deployment).Keys);
+    }
+
+    /// <summary>cdc.outboxes: one connector per outbox table, each with its own Deployment, Service and budget.</summary>
+    [Fact]
+    public void Several_outboxes_render_one_connector_each_with_its_own_objects_and_selectors()
+    {
+        var manifests = Helm.Template("-f", Helm.CiValues("outboxes-values.yaml"));
+        var deployments = manifests.OfKind("Deployment");
+        Assert.Equal(["cdc-orders", "cdc-billing"], deployments.Select(d => d.ScalarAt("metadata.name")));
+        Assert.Equal(["cdc-orders", "cdc-billing"], manifests.OfKind("Service").Select(d => d.ScalarAt("metadata.name")));
+        Assert.Equal(["cdc-orders", "cdc-billing"], manifests.OfKind("PodDisruptionBudget").Select(d => d.ScalarAt("metadata.name")));
+        // Shared: one ServiceAccount, NetworkPolicy, ServiceMonitor and dashboard.
+        foreach (var kind in new[] { "ServiceAccount", "NetworkPolicy", "ServiceMonitor", "ConfigMap" })
+            Assert.Single(manifests.OfKind(kind));
+
+        var orders = manifests.Named("Deployment", "cdc-orders").Env();
+        var ordersValues = manifests.Named("Deployment", "cdc-orders").EnvValues();
+        Assert.Equal(("orders.outbox", "cdc_orders", "cdc_orders", "orders.{aggregate_type}", "shop.dlq", "inserted_at"),
+            (ordersValues["Cdc__Postgres__Table"], ordersValues["Cdc__Postgres__Slot"], ordersValues["Cdc__Postgres__Publication"],
+             ordersValues["Cdc__Kafka__TopicTemplate"], ordersValues["Cdc__Kafka__DeadLetterTopic"], ordersValues["Cdc__Postgres__Columns__CreatedAt"]));
+        var billing = manifests.Named("Deployment", "cdc-billing").EnvValues();
+        Assert.Equal(("billing.outbox", "cdc_billing", "cdc_billing", "billing.{aggregate_type}", "billing.dlq", "body"),
+            (billing["Cdc__Postgres__Table"], billing["Cdc__Postgres__Slot"], billing["Cdc__Postgres__Publication"],
+             billing["Cdc__Kafka__TopicTemplate"], billing["Cdc__Kafka__DeadLetterTopic"], billing["Cdc__Postgres__Columns__Payload"]));
+        // An entry's columns replace cdc.postgres.columns.
+        Assert.DoesNotContain("Cdc__Postgres__Columns__CreatedAt", billing.Keys);
+        // Shared settings reach every connector: the same Secret, brokers, replicas and strategy.
+        foreach (var deployment in deployments)
+        {
+            Assert.Equal("cdc-postgres", deployment.Env()["Cdc__Postgres__ConnectionString"].ScalarAt("valueFrom.secretKeyRef.name"));
+            Assert.Equal("kafka-0.kafka:9092", deployment.EnvValues()["Cdc__Kafka__BootstrapServers"]);
+            Assert.Equal("2", deployment.ScalarAt("spec.replicas"));
+            Assert.Equal("RollingUpdate", deployment.ScalarAt("spec.strategy.type"));
+        }
+        Assert.Equal("cdc-postgres", orders["Cdc__Postgres__ConnectionString"].ScalarAt("valueFrom.secretKeyRef.name"));
+
+        // Each connector's Deployment, Service and budget select its own pods and no other connector's.
+        foreach (var deployment in deployments)
+        {
+            var name = deployment.ScalarAt("metadata.name")!;
+            foreach (var (kind, selectorPath) in new[] { ("Deployment", "spec.selector.matchLabels"), ("Service", "spec.selector"), ("PodDisruptionBudget", "spec.selector.matchLabels") })
+            {
+                var selector = manifests.Named(kind, name).Strings(selectorPath);
+                foreach (var other in deployments)
+                    Assert.True(selector.Selects(PodLabels(other)) == (other == deployment),
+                        $"{kind} {name} {(other == deployment ? "does not select its pods" : "selects the pods of " + other.ScalarAt("metadata.name"))}");
+            }
+            Assert.True(manifests.Single("NetworkPolicy").Strings("spec.podSelector.matchLabels").Selects(PodLabels(deployment)), $"the NetworkPolicy misses {name}");
+            Assert.True(manifests.Single("ServiceMonitor").Strings("spec.selector.matchLabels").Selects(manifests.Named("Service", name).Strings("metadata.labels")),
+                $"the ServiceMonitor misses the Service {name}");
+        }
+    }
+
+    [Theory]
+    [InlineData("name=Orders", "cdc.outboxes[0].name is required: a DNS label")]
+    [InlineData("slot=", "cdc.outboxes[0].slot is required (outbox \"orders\")")]
+    [InlineData("topicTemplate=", "cdc.outboxes[0].topicTemplate is required (outbox \"orders\")")]
+    public void An_outbox_entry_without_its_required_values_is_refused(string change, string message)
+    {
+        string[] entry = ["name=orders", "table=orders.outbox", "slot=cdc_orders", "publication=cdc_orders", "topicTemplate=orders.{aggregate_type}"];
+        var key = change.Split('=')[0];
+        var values = entry.Select(e => e.StartsWith(key + "=", StringComparison.Ordinal) ? change : e).Select(e => "cdc.outboxes[0]." + e);
+        Assert.Contains(message, Helm.TemplateError([.. Helm.RequiredValues, "--set", string.Join(",", values)]));
+    }
+
+    [Fact]
+    public void Two_outboxes_with_the_same_name_or_slot_are_refused()
+    {
+        static string[] Two(string secondName, string secondSlot) =>
+        [
+            .. Helm.RequiredValues,
+            "--set", "cdc.outboxes[0].name=orders,cdc.outboxes[0].table=orders.outbox,cdc.outboxes[0].slot=cdc_orders,cdc.outboxes[0].publication=cdc_orders,cdc.outboxes[0].topicTemplate=orders",
+            "--set", $"cdc.outboxes[1].name={secondName},cdc.outboxes[1].table=billing.outbox,cdc.outboxes[1].slot={secondSlot},cdc.outboxes[1].publication=cdc_billing,cdc.outboxes[1].topicTemplate=billing",
+        ];
+        Assert.Contains("cdc.outboxes[1].name \"orders\" is used twice", Helm.TemplateError(Two("orders", "cdc_billing")));
+        Assert.Contains("cdc.outboxes[1].slot \"cdc_orders\" is used twice", Helm.TemplateError(Two("billing", "cdc_orders")));
+        Assert.Equal(2, Helm.Template(Two("billing", "cdc_billing")[Helm.RequiredValues.Length..]).OfKind("Deployment").Count);
+    }
+
+    /// <summary>
     /// The helm commands the READMEs give (install, upgrade), run as written with <c>template</c> in place of the verb:
     /// a command an operator copies must render.
     /// </summary>
