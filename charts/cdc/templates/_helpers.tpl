@@ -172,3 +172,15 @@ Labels of one connector's objects.
 app.kubernetes.io/component: {{ . }}
 {{- end }}
 {{- end }}
+
+{{/*
+A number for a PromQL expression: YAML numbers reach templates as float64, which would print 1073741824 as
+1.073741824e+09; whole numbers are printed as integers.
+*/}}
+{{- define "cdc.number" -}}
+{{- if and (kindIs "float64" .) (eq . (floor .)) }}
+{{- int64 . }}
+{{- else }}
+{{- . }}
+{{- end }}
+{{- end }}

@@ -25,20 +25,10 @@ static class Helm
     /// <summary>A values file of charts/cdc/ci (the ones .ci/run lints and renders).</summary>
     public static string CiValues(string name) => System.IO.Path.Combine(RepositoryFiles.Chart, "ci", name);
 
-    static string Install()
-    {
-        var script = System.IO.Path.Combine(RepositoryFiles.Root, ".ci", "install-helm");
-        var result = Run("bash", [script], TimeSpan.FromMinutes(5));
-        if (result.ExitCode != 0)
-            throw new InvalidOperationException($".ci/install-helm failed (exit {result.ExitCode}), so the chart cannot be rendered:\n{result.Stderr}{result.Stdout}");
-        var path = result.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).LastOrDefault();
-        if (path is null || !File.Exists(path))
-            throw new InvalidOperationException($".ci/install-helm printed no helm path:\n{result.Stderr}{result.Stdout}");
-        return path;
-    }
+    static string Install() => ToolProcess.Install("install-helm");
 
     /// <summary>Runs helm with these arguments in the repository root.</summary>
-    public static ProcessResult Run(params string[] arguments) => Run(Path, arguments, TimeSpan.FromMinutes(1));
+    public static ToolProcess.Result Run(params string[] arguments) => ToolProcess.Run(Path, arguments, TimeSpan.FromMinutes(1));
 
     /// <summary>
     /// <c>helm template cdc charts/cdc --namespace cdc-test</c> with the required values (ci/default-values.yaml, so
@@ -60,30 +50,55 @@ static class Helm
     }
 
     static string[] TemplateCommand() => ["template", Release, RepositoryFiles.Chart, "--namespace", Namespace];
+}
 
-    public sealed record ProcessResult(int ExitCode, string Stdout, string Stderr);
+/// <summary>Runs a tool of the tests (helm, node, the .ci install scripts) and collects what it printed.</summary>
+static class ToolProcess
+{
+    public sealed record Result(int ExitCode, string Stdout, string Stderr);
 
-    static ProcessResult Run(string file, string[] arguments, TimeSpan timeout)
+    public static Result Run(string file, IEnumerable<string> arguments, TimeSpan timeout, string? stdin = null,
+        IReadOnlyDictionary<string, string>? environment = null)
     {
         var start = new ProcessStartInfo(file)
         {
             WorkingDirectory = RepositoryFiles.Root,
+            RedirectStandardInput = stdin is not null,
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
         foreach (var argument in arguments)
             start.ArgumentList.Add(argument);
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
+            start.Environment[name] = value;
         using var process = Process.Start(start) ?? throw new InvalidOperationException($"{file} did not start");
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
+        if (stdin is not null)
+        {
+            process.StandardInput.Write(stdin);
+            process.StandardInput.Close();
+        }
         if (!process.WaitForExit(timeout))
         {
             process.Kill(entireProcessTree: true);
             throw new TimeoutException($"{file} {string.Join(' ', arguments)} did not finish within {timeout}");
         }
         process.WaitForExit();
-        return new ProcessResult(process.ExitCode, stdout.Result, stderr.Result);
+        return new Result(process.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    /// <summary>Runs one of the .ci/install-* scripts and returns the path it printed last.</summary>
+    public static string Install(string script)
+    {
+        var result = Run("bash", [Path.Combine(RepositoryFiles.Root, ".ci", script)], TimeSpan.FromMinutes(5));
+        if (result.ExitCode != 0)
+            throw new InvalidOperationException($".ci/{script} failed (exit {result.ExitCode}):\n{result.Stderr}{result.Stdout}");
+        var path = result.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).LastOrDefault();
+        if (path is null || !Path.Exists(path))
+            throw new InvalidOperationException($".ci/{script} printed no path that exists:\n{result.Stderr}{result.Stdout}");
+        return path;
     }
 }
 
