@@ -71,15 +71,29 @@ public class DashboardTests(ITestOutputHelper output)
         var datasource = Variable(dashboard, "datasource");
         Assert.Equal("datasource", datasource["type"]!.GetValue<string>());
         Assert.Equal("prometheus", datasource["query"]!.GetValue<string>());
+        // The connector (job: its Service's name, one per outbox of a release), then its pods.
+        var job = Variable(dashboard, "job");
+        Assert.Equal("query", job["type"]!.GetValue<string>());
+        Assert.Equal("label_values(cdc_stream_up, job)", VariableQuery(job));
         var instance = Variable(dashboard, "instance");
         Assert.Equal("query", instance["type"]!.GetValue<string>());
-        Assert.Equal("label_values(cdc_stream_up, instance)", VariableQuery(instance));
-        Assert.Equal("${datasource}", instance["datasource"]!["uid"]!.GetValue<string>());
+        Assert.Equal("label_values(cdc_stream_up{job=~\"$job\"}, instance)", VariableQuery(instance));
+        foreach (var variable in new[] { job, instance })
+        {
+            Assert.Equal("${datasource}", variable["datasource"]!["uid"]!.GetValue<string>());
+            Assert.True(variable["includeAll"]!.GetValue<bool>());
+            Assert.Equal(".*", variable["allValue"]!.GetValue<string>());
+        }
 
         var queries = Queries(dashboard).ToList();
         Assert.True(queries.Count >= 15, $"{queries.Count} queries");
-        var unfiltered = queries.Where(q => !q.Expr.Contains("instance=~\"$instance\"", StringComparison.Ordinal)).ToList();
-        Assert.True(unfiltered.Count == 0, "queries without instance=~\"$instance\":\n" + string.Join("\n", unfiltered));
+        // Every selector of every query keeps to the chosen connectors and pods.
+        var unfiltered = ParsedQueries().Where(q => q.Where != "variable instance")
+            .SelectMany(q => q.Parsed.Selectors.Where(s =>
+                !s.Matchers.Contains(new PromQl.Matcher("job", "=~", "$job")) || !s.Matchers.Contains(new PromQl.Matcher("instance", "=~", "$instance")))
+                .Select(s => $"{q.Where}: {s.Metric}"))
+            .ToList();
+        Assert.True(unfiltered.Count == 0, "selectors without job=~\"$job\" and instance=~\"$instance\":\n" + string.Join("\n", unfiltered));
         foreach (var panel in Panels(dashboard).Where(p => p["type"]!.GetValue<string>() != "row"))
         {
             Assert.Equal("${datasource}", panel["datasource"]?["uid"]?.GetValue<string>());
@@ -91,7 +105,7 @@ public class DashboardTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void The_dashboard_shows_throughput_latency_lag_wal_backpressure_and_errors()
+    public void The_dashboard_shows_throughput_latency_lag_wal_backpressure_errors_leaders_and_table_reads()
     {
         var names = QueriedMetricNames();
         output.WriteLine("metric names the dashboard queries: " + string.Join(", ", names));
@@ -101,7 +115,7 @@ public class DashboardTests(ITestOutputHelper output)
             "cdc_replication_delay_seconds", "cdc_slot_wal_retained_bytes", "cdc_slot_wal_status", "cdc_events_in_flight",
             "cdc_bytes_in_flight_bytes", "cdc_events_dead_lettered_total", "cdc_deliveries_failed_total",
             "cdc_stream_restarts_total", "messaging_client_operation_duration_seconds_bucket", "cdc_producer_queue_depth",
-            "cdc_stream_up",
+            "cdc_stream_up", "cdc_stream_standby", "cdc_stream_starts_total", "cdc_delivery_blocked", "cdc_snapshot_rows_total",
         }, names);
         var queries = Queries(Dashboard()).Select(q => q.Expr).ToList();
         foreach (var quantile in new[] { "0.5", "0.95", "0.99" })
@@ -111,6 +125,30 @@ public class DashboardTests(ITestOutputHelper output)
         }
         Assert.Contains(queries, q => q.Contains("by (cause)") && q.Contains("cdc_stream_restarts_total"));
         Assert.Contains(queries, q => q.Contains("by (status)") && q.Contains("cdc_slot_wal_status"));
+
+        // Leader and standbys per pod in one series each; handovers; rows read from the table by origin.
+        var panels = Panels(Dashboard()).GroupBy(p => p["title"]!.GetValue<string>()).ToDictionary(g => g.Key, g => g.First());
+        var leader = panels["Leader and standbys"];
+        Assert.Equal("state-timeline", leader["type"]!.GetValue<string>());
+        Assert.StartsWith("2 * cdc_stream_up{", leader["targets"]![0]!["expr"]!.GetValue<string>());
+        Assert.Equal("{{instance}}", leader["targets"]![0]!["legendFormat"]!.GetValue<string>());
+        var mappings = leader["fieldConfig"]!["defaults"]!["mappings"]![0]!["options"]!;
+        Assert.Equal(["neither", "standby", "leader"], new[] { "0", "1", "2" }.Select(v => mappings[v]!["text"]!.GetValue<string>()));
+        Assert.Contains("cdc_stream_starts_total", panels["Stream starts (handovers)"]["targets"]![0]!["expr"]!.GetValue<string>());
+        Assert.Contains("cdc_delivery_blocked", panels["Delivery blocked"]["targets"]![0]!["expr"]!.GetValue<string>());
+        var origins = panels["Rows read from the table by origin"]["targets"]![0]!;
+        Assert.StartsWith("sum by (origin) (", origins["expr"]!.GetValue<string>());
+        Assert.Contains("origin=~\"snapshot|backfill|republish\"", origins["expr"]!.GetValue<string>());
+        Assert.Equal("{{origin}}", origins["legendFormat"]!.GetValue<string>());
+        // Panels do not overlap on the grid.
+        var cells = new HashSet<(int, int)>();
+        foreach (var panel in Panels(Dashboard()))
+        {
+            var grid = panel["gridPos"]!;
+            for (var x = grid["x"]!.GetValue<int>(); x < grid["x"]!.GetValue<int>() + grid["w"]!.GetValue<int>(); x++)
+                for (var y = grid["y"]!.GetValue<int>(); y < grid["y"]!.GetValue<int>() + grid["h"]!.GetValue<int>(); y++)
+                    Assert.True(cells.Add((x, y)), $"panel '{panel["title"]}' overlaps another at ({x}, {y})");
+        }
     }
 
     [Fact]
