@@ -89,6 +89,8 @@ public class AlertRuleTests
         var manifests = Helm.Template("-f", Helm.CiValues(valuesFile));
         var rules = Rules(manifests);
         var services = manifests.OfKind("Service").Select(s => s.ScalarAt("metadata.name")!).ToList();
+        // The Prometheus Operator labels a ServiceMonitor's series job=<Service name> unless the monitor sets jobLabel.
+        Assert.Null(manifests.Single("ServiceMonitor").At("spec.jobLabel"));
         Assert.Equal(services.Select(s => $"cdc.{s}"), rules.Select(r => r.Group).Distinct());
         Assert.Equal(AlertNames.Length * services.Count, rules.Count);
 
