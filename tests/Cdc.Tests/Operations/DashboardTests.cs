@@ -236,6 +236,15 @@ public class DashboardTests(ITestOutputHelper output)
         output.WriteLine($"exported by the worker: {string.Join(", ", SampleNames(metrics).Where(n => n.StartsWith("cdc_") || n.StartsWith("messaging_")).Order())}");
         Assert.True(missing.Count == 0,
             $"{missing.Count} metrics or label values that the dashboard or the alerts select are not in the worker's /metrics:\n{string.Join("\n", missing)}");
+        // Every metric the worker exports is in the README's metrics table (histograms by their base name).
+        var readme = RepositoryFiles.Read("README.md");
+        var undocumented = SampleNames(metrics)
+            .Where(n => n.StartsWith("cdc_", StringComparison.Ordinal) || n.StartsWith("messaging_", StringComparison.Ordinal))
+            .Select(n => Regex.Replace(n, "_(bucket|sum|count)$", ""))
+            .Distinct()
+            .Where(n => !readme.Contains($"| `{n}` |", StringComparison.Ordinal))
+            .ToList();
+        Assert.True(undocumented.Count == 0, "exported but missing from the README's metrics table: " + string.Join(", ", undocumented));
         // The alerts' thresholds compare against numbers the worker really reports.
         Assert.Contains(PromQl.Samples(metrics), s => s.Name == "cdc_slot_wal_safe_size_bytes");
         Assert.Contains(PromQl.Samples(metrics), s => s.Name == "cdc_slot_wal_status" && s.Labels["status"] == "reserved");
