@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using Cdc.Contracts;
 using Cdc.Outbox.V1;
 using Confluent.Kafka;
 using Google.Protobuf;
@@ -54,10 +55,10 @@ sealed class DeadLetterProducer : IDisposable
     {
         var headers = new Headers();
         foreach (var header in original ?? [])
-            if (header.Key is not (OutboxRecordHeaders.Id or OutboxRecordHeaders.Error))
+            if (header.Key is not (HeaderNames.Id or HeaderNames.Error))
                 headers.Add(header.Key, header.GetValueBytes());
-        headers.Add(OutboxRecordHeaders.Id, Encoding.UTF8.GetBytes(eventId));
-        headers.Add(OutboxRecordHeaders.Error, Encoding.UTF8.GetBytes(error));
+        headers.Add(HeaderNames.Id, Encoding.UTF8.GetBytes(eventId));
+        headers.Add(HeaderNames.Error, Encoding.UTF8.GetBytes(error));
         if (attempts > 0)
             headers.Add(AttemptsHeader, Encoding.UTF8.GetBytes(attempts.ToString(CultureInfo.InvariantCulture)));
         headers.Add(OriginalTopicHeader, Encoding.UTF8.GetBytes(from.Topic));

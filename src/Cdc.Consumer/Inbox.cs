@@ -1,3 +1,4 @@
+using Cdc.Contracts;
 using Npgsql;
 using NpgsqlTypes;
 
@@ -21,7 +22,7 @@ public sealed class Inbox
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(consumer);
         Consumer = consumer;
-        var name = QualifiedTableName.Parse(table, "The inbox table");
+        var name = ParseTable(table);
         _record = $"INSERT INTO {name.Quoted} (consumer, event_id, processed_at) VALUES ($1, $2, now()) ON CONFLICT (consumer, event_id) DO NOTHING";
         _purge = $"""
             DELETE FROM {name.Quoted} WHERE ctid = ANY(ARRAY(
@@ -31,11 +32,15 @@ public sealed class Inbox
 
     public string Consumer { get; }
 
+    /// <summary>The table name as the connector reads its options (<see cref="TableName"/>); an <see cref="ArgumentException"/> if it cannot be read.</summary>
+    static TableName ParseTable(string? table) =>
+        TableName.TryParse(table, out var name, out var error) ? name : throw new ArgumentException($"The inbox table {error}", nameof(table));
+
     /// <summary>DDL of the inbox table (and the index the retention cleanup uses). The schema must exist.</summary>
     public static string CreateTableSql(string table = DefaultTable)
     {
-        var name = QualifiedTableName.Parse(table, "The inbox table");
-        var index = $"\"{name.Name}_consumer_processed_at_idx\"";
+        var name = ParseTable(table);
+        var index = SqlIdentifier.Quote($"{name.Name}_consumer_processed_at_idx");
         return $"""
             CREATE TABLE IF NOT EXISTS {name.Quoted} (
               consumer     text        NOT NULL,

@@ -1,5 +1,5 @@
 using System.Globalization;
-using Cdc.Mapping;
+using Cdc.Contracts;
 
 namespace Cdc.Consumer;
 
@@ -66,21 +66,15 @@ public sealed class OutboxConsumerOptions
         if (Topics is null || Topics.Count == 0)
             throw new OutboxConsumerConfigurationException(nameof(Topics), "needs at least one topic");
         foreach (var topic in Topics)
-            if (!TopicRouter.IsValidTopicName(topic))
+            if (!TopicName.IsValid(topic))
                 throw new OutboxConsumerConfigurationException(nameof(Topics), $"'{topic}' is not a valid Kafka topic name");
         Require(nameof(DeadLetterTopic), DeadLetterTopic);
-        if (!TopicRouter.IsValidTopicName(DeadLetterTopic))
+        if (!TopicName.IsValid(DeadLetterTopic))
             throw new OutboxConsumerConfigurationException(nameof(DeadLetterTopic), $"'{DeadLetterTopic}' is not a valid Kafka topic name");
         if (Topics.Contains(DeadLetterTopic))
             throw new OutboxConsumerConfigurationException(nameof(DeadLetterTopic), "must not be one of the consumed topics (a failing event would come back forever)");
-        try
-        {
-            QualifiedTableName.Parse(InboxTable, "the table");
-        }
-        catch (ArgumentException e)
-        {
-            throw new OutboxConsumerConfigurationException(nameof(InboxTable), e.Message);
-        }
+        if (!TableName.TryParse(InboxTable, out _, out var tableError))
+            throw new OutboxConsumerConfigurationException(nameof(InboxTable), tableError);
         if (MaxAttempts < 1)
             throw new OutboxConsumerConfigurationException(nameof(MaxAttempts), "must be at least 1");
         Positive(nameof(InitialBackoff), InitialBackoff);

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Cdc.Contracts;
 using Cdc.Outbox.V1;
 using Confluent.Kafka;
 using Microsoft.Extensions.Hosting;
@@ -305,8 +306,8 @@ public sealed class OutboxConsumerService : BackgroundService
     {
         if (!ActivitySource.HasListeners())
             return null;
-        evt.Headers.TryGetValue("traceparent", out var traceParent);
-        evt.Headers.TryGetValue("tracestate", out var traceState);
+        evt.Headers.TryGetValue(HeaderNames.TraceParent, out var traceParent);
+        evt.Headers.TryGetValue(HeaderNames.TraceState, out var traceState);
         ActivityContext.TryParse(traceParent, traceState, out var parent);
         return ActivitySource.StartActivity($"{result.Topic} process", ActivityKind.Consumer, parent)?
             .SetTag("messaging.system", "kafka")

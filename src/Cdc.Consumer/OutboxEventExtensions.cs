@@ -1,5 +1,6 @@
 using System.Text;
 using System.Text.Json;
+using Cdc.Contracts;
 using Cdc.Outbox.V1;
 using Confluent.Kafka;
 
@@ -9,12 +10,7 @@ namespace Cdc.Consumer;
 public static class OutboxEventExtensions
 {
     /// <summary>Whether the payload is JSON (<c>application/json</c> or <c>*+json</c>).</summary>
-    public static bool HasJsonPayload(this OutboxEvent evt)
-    {
-        var mediaType = evt.PayloadContentType.Split(';')[0].Trim();
-        return mediaType.Equals("application/json", StringComparison.OrdinalIgnoreCase)
-               || mediaType.EndsWith("+json", StringComparison.OrdinalIgnoreCase);
-    }
+    public static bool HasJsonPayload(this OutboxEvent evt) => ContentTypes.IsJson(evt.PayloadContentType);
 
     /// <summary>The payload as a JSON document (dispose it).</summary>
     public static JsonDocument PayloadAsJsonDocument(this OutboxEvent evt)
@@ -41,15 +37,11 @@ public static class OutboxEventExtensions
     }
 }
 
-/// <summary>The record headers the connector sets.</summary>
+/// <summary>Reading the record headers the connector sets (their names are <see cref="HeaderNames"/>).</summary>
 public static class OutboxRecordHeaders
 {
-    public const string Id = "id";
-    public const string EventType = "event_type";
-    public const string Error = "error";
-
     /// <summary>The <c>id</c> header (the event id consumers deduplicate on), or null.</summary>
-    public static string? EventId(this Headers? headers) => headers?.TryGetLastBytes(Id, out var bytes) == true ? Encoding.UTF8.GetString(bytes) : null;
+    public static string? EventId(this Headers? headers) => headers?.TryGetLastBytes(HeaderNames.Id, out var bytes) == true ? Encoding.UTF8.GetString(bytes) : null;
 
     /// <summary>
     /// The record's event id. The contract puts the same value in the <c>id</c> header and the event's <c>id</c> field;

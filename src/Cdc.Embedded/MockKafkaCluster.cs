@@ -1,3 +1,4 @@
+using Cdc.Contracts;
 using Confluent.Kafka;
 
 namespace Cdc.Embedded;
@@ -58,7 +59,9 @@ public sealed class MockKafkaCluster : IDisposable
     /// </summary>
     public void CreateTopic(string topic, int partitions = 3, int replicationFactor = 3)
     {
-        ArgumentException.ThrowIfNullOrEmpty(topic);
+        // The mock creates any name; a real cluster would refuse what Kafka's rule does not allow.
+        if (!TopicName.IsValid(topic))
+            throw new ArgumentException($"'{topic}' is not a valid Kafka topic name", nameof(topic));
         // librdkafka aborts the whole process on a negative count, and accepts nonsense like 0.
         ArgumentOutOfRangeException.ThrowIfLessThan(partitions, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(replicationFactor, 1);

@@ -1,16 +1,13 @@
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
+using Cdc.Contracts;
 
 namespace Cdc.Outbox;
 
 /// <summary>The headers an event is written with: the message's own, the current trace context, and the content type where the table needs it.</summary>
 static class OutboxHeaders
 {
-    public const string TraceParent = "traceparent";
-    public const string TraceState = "tracestate";
-    public const string ContentType = "content-type";
-
     /// <summary>
     /// The message's headers plus, unless it set them, the W3C trace context of <see cref="Activity.Current"/> (so the
     /// consumer's span continues the writer's trace) and, when asked, the payload's <c>content-type</c>.
@@ -18,7 +15,7 @@ static class OutboxHeaders
     public static Dictionary<string, string> For(OutboxMessage message, bool withContentType)
     {
         foreach (var name in message.Headers.Keys)
-            if (name is "id" or "event_type")
+            if (HeaderNames.IsReserved(name))
                 // The connector sets these record headers itself and appends the row's after them: a second "id"
                 // header would be the one most clients read, and consumers deduplicate on it.
                 throw new ArgumentException(
@@ -26,14 +23,14 @@ static class OutboxHeaders
                     nameof(message));
         var headers = new Dictionary<string, string>(message.Headers, StringComparer.Ordinal);
         // traceparent and tracestate belong together: an explicit traceparent is never paired with another trace's state.
-        if (Activity.Current is { IdFormat: ActivityIdFormat.W3C, Id: { } id } activity && !Has(headers, TraceParent))
+        if (Activity.Current is { IdFormat: ActivityIdFormat.W3C, Id: { } id } activity && !Has(headers, HeaderNames.TraceParent))
         {
-            headers[TraceParent] = id;
-            if (!string.IsNullOrEmpty(activity.TraceStateString) && !Has(headers, TraceState))
-                headers[TraceState] = activity.TraceStateString;
+            headers[HeaderNames.TraceParent] = id;
+            if (!string.IsNullOrEmpty(activity.TraceStateString) && !Has(headers, HeaderNames.TraceState))
+                headers[HeaderNames.TraceState] = activity.TraceStateString;
         }
-        if (withContentType && !Has(headers, ContentType))
-            headers[ContentType] = message.Payload.ContentType;
+        if (withContentType && !Has(headers, HeaderNames.ContentType))
+            headers[HeaderNames.ContentType] = message.Payload.ContentType;
         return headers;
     }
 

@@ -1,5 +1,6 @@
 using System.Text;
 using System.Text.Json;
+using Cdc.Contracts;
 using Google.Protobuf;
 
 namespace Cdc.Outbox;
@@ -11,15 +12,11 @@ namespace Cdc.Outbox;
 /// </summary>
 public sealed class OutboxPayload
 {
-    public const string JsonContentType = "application/json";
-    public const string BytesContentType = "application/octet-stream";
-    public const string ProtobufContentType = "application/x-protobuf";
-
     OutboxPayload(ReadOnlyMemory<byte> bytes, string contentType)
     {
         Bytes = bytes;
         ContentType = contentType;
-        IsJson = IsJsonMediaType(contentType);
+        IsJson = ContentTypes.IsJson(contentType);
     }
 
     /// <summary>The payload as it is sent: UTF-8 JSON text, or the bytes as given.</summary>
@@ -33,7 +30,7 @@ public sealed class OutboxPayload
 
     /// <summary>The object serialized with System.Text.Json (web defaults: camelCase names unless <paramref name="options"/> say otherwise).</summary>
     public static OutboxPayload Json<T>(T value, JsonSerializerOptions? options = null) =>
-        new(JsonSerializer.SerializeToUtf8Bytes(value, options ?? JsonSerializerOptions.Web), JsonContentType);
+        new(JsonSerializer.SerializeToUtf8Bytes(value, options ?? JsonSerializerOptions.Web), ContentTypes.Json);
 
     /// <summary>A JSON document given as text. It is checked here, so a typo fails in the service, not in the relay.</summary>
     public static OutboxPayload JsonText(string json)
@@ -48,11 +45,11 @@ public sealed class OutboxPayload
         {
             throw new ArgumentException($"The payload is not valid JSON: {e.Message}", nameof(json), e);
         }
-        return new OutboxPayload(bytes, JsonContentType);
+        return new OutboxPayload(bytes, ContentTypes.Json);
     }
 
     /// <summary>Bytes as they are, e.g. a serialized Protobuf or Avro message; they need a bytea payload column.</summary>
-    public static OutboxPayload FromBytes(ReadOnlyMemory<byte> bytes, string contentType = BytesContentType)
+    public static OutboxPayload FromBytes(ReadOnlyMemory<byte> bytes, string contentType = ContentTypes.OctetStream)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(contentType);
         return new OutboxPayload(bytes, contentType);
@@ -62,13 +59,6 @@ public sealed class OutboxPayload
     public static OutboxPayload Protobuf(IMessage message)
     {
         ArgumentNullException.ThrowIfNull(message);
-        return new OutboxPayload(message.ToByteArray(), $"{ProtobufContentType}; messageType={message.Descriptor.FullName}");
-    }
-
-    static bool IsJsonMediaType(string contentType)
-    {
-        var mediaType = contentType.Split(';')[0].Trim();
-        return mediaType.Equals(JsonContentType, StringComparison.OrdinalIgnoreCase)
-               || mediaType.EndsWith("+json", StringComparison.OrdinalIgnoreCase);
+        return new OutboxPayload(message.ToByteArray(), $"{ContentTypes.Protobuf}; messageType={message.Descriptor.FullName}");
     }
 }

@@ -1,3 +1,5 @@
+using Cdc.Contracts;
+
 namespace Cdc.Outbox;
 
 /// <summary>DDL for the outbox table, for a service's migrations.</summary>
@@ -11,18 +13,18 @@ public static class OutboxSchema
     {
         options ??= new OutboxWriterOptions();
         options.Validate();
-        var table = OutboxTableName.Parse(options.Table);
+        var table = options.ParseTable();
         var c = options.Columns;
         var payloadType = options.PayloadColumnType == PayloadColumnType.Bytea ? "bytea" : "jsonb";
         return $"""
             CREATE TABLE IF NOT EXISTS {table.Quoted} (
-              {Sql.Quote(c.Id)} uuid PRIMARY KEY,
-              {Sql.Quote(c.AggregateType)} text NOT NULL,
-              {Sql.Quote(c.AggregateId)} text NOT NULL,
-              {Sql.Quote(c.EventType)} text NOT NULL,
-              {Sql.Quote(c.Payload)} {payloadType} NOT NULL,
-              {Sql.Quote(c.Headers)} jsonb,
-              {Sql.Quote(c.CreatedAt)} timestamptz NOT NULL DEFAULT now()
+              {SqlIdentifier.Quote(c.Id)} uuid PRIMARY KEY,
+              {SqlIdentifier.Quote(c.AggregateType)} text NOT NULL,
+              {SqlIdentifier.Quote(c.AggregateId)} text NOT NULL,
+              {SqlIdentifier.Quote(c.EventType)} text NOT NULL,
+              {SqlIdentifier.Quote(c.Payload)} {payloadType} NOT NULL,
+              {SqlIdentifier.Quote(c.Headers)} jsonb,
+              {SqlIdentifier.Quote(c.CreatedAt)} timestamptz NOT NULL DEFAULT now()
             );
             """;
     }

@@ -1,4 +1,5 @@
 using System.Text;
+using Cdc.Contracts;
 using Npgsql;
 using NpgsqlTypes;
 
@@ -13,7 +14,7 @@ public sealed class OutboxWriter
 {
     readonly OutboxWriterOptions _options;
     readonly TimeProvider _clock;
-    readonly OutboxTableName _table;
+    readonly TableName _table;
     readonly string _copyWithDefaultCreatedAt;
     readonly string _copyWithCreatedAt;
     readonly string _delete;
@@ -23,13 +24,13 @@ public sealed class OutboxWriter
         _options = options ?? new OutboxWriterOptions();
         _options.Validate();
         _clock = clock ?? TimeProvider.System;
-        _table = OutboxTableName.Parse(_options.Table);
+        _table = _options.ParseTable();
 
         var c = _options.Columns;
-        var columns = string.Join(", ", new[] { c.Id, c.AggregateType, c.AggregateId, c.EventType, c.Payload, c.Headers }.Select(Sql.Quote));
+        var columns = string.Join(", ", new[] { c.Id, c.AggregateType, c.AggregateId, c.EventType, c.Payload, c.Headers }.Select(SqlIdentifier.Quote));
         _copyWithDefaultCreatedAt = $"COPY {_table.Quoted} ({columns}) FROM STDIN (FORMAT BINARY)";
-        _copyWithCreatedAt = $"COPY {_table.Quoted} ({columns}, {Sql.Quote(c.CreatedAt)}) FROM STDIN (FORMAT BINARY)";
-        _delete = $"DELETE FROM {_table.Quoted} WHERE {Sql.Quote(c.Id)} = ANY($1)";
+        _copyWithCreatedAt = $"COPY {_table.Quoted} ({columns}, {SqlIdentifier.Quote(c.CreatedAt)}) FROM STDIN (FORMAT BINARY)";
+        _delete = $"DELETE FROM {_table.Quoted} WHERE {SqlIdentifier.Quote(c.Id)} = ANY($1)";
     }
 
     public OutboxWriterOptions Options => _options;

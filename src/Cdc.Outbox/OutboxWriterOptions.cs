@@ -1,3 +1,5 @@
+using Cdc.Contracts;
+
 namespace Cdc.Outbox;
 
 /// <summary>How the payload column is declared; decides which payloads fit and how the connector reads them.</summary>
@@ -9,21 +11,6 @@ public enum PayloadColumnType
     Bytea,
 }
 
-/// <summary>
-/// Column names of the outbox table. The same names and defaults as the connector's
-/// <c>Cdc:Postgres:Columns:*</c> options, so one configuration section can feed both.
-/// </summary>
-public sealed class OutboxColumnNames
-{
-    public string Id { get; set; } = "id";
-    public string AggregateType { get; set; } = "aggregate_type";
-    public string AggregateId { get; set; } = "aggregate_id";
-    public string EventType { get; set; } = "event_type";
-    public string Payload { get; set; } = "payload";
-    public string Headers { get; set; } = "headers";
-    public string CreatedAt { get; set; } = "created_at";
-}
-
 /// <summary>Where and how <see cref="OutboxWriter"/> writes. Validated when the writer is created.</summary>
 public sealed class OutboxWriterOptions
 {
@@ -31,7 +18,7 @@ public sealed class OutboxWriterOptions
     public string Table { get; set; } = "public.outbox";
 
     /// <summary>The connector's <c>Cdc:Postgres:Columns</c>.</summary>
-    public OutboxColumnNames Columns { get; set; } = new();
+    public OutboxColumns Columns { get; set; } = new();
 
     public PayloadColumnType PayloadColumnType { get; set; } = PayloadColumnType.Jsonb;
 
@@ -47,15 +34,9 @@ public sealed class OutboxWriterOptions
     /// <summary>Throws <see cref="ArgumentException"/> naming the first option that cannot work.</summary>
     public void Validate()
     {
-        OutboxTableName.Parse(Table);
+        ParseTable();
         ArgumentNullException.ThrowIfNull(Columns, nameof(Columns));
-        foreach (var (name, value) in new[]
-                 {
-                     (nameof(OutboxColumnNames.Id), Columns.Id), (nameof(OutboxColumnNames.AggregateType), Columns.AggregateType),
-                     (nameof(OutboxColumnNames.AggregateId), Columns.AggregateId), (nameof(OutboxColumnNames.EventType), Columns.EventType),
-                     (nameof(OutboxColumnNames.Payload), Columns.Payload), (nameof(OutboxColumnNames.Headers), Columns.Headers),
-                     (nameof(OutboxColumnNames.CreatedAt), Columns.CreatedAt),
-                 })
+        foreach (var (name, value) in Columns.Named())
         {
             if (string.IsNullOrWhiteSpace(value))
                 throw new ArgumentException($"OutboxWriterOptions.Columns.{name} is required", nameof(Columns));
@@ -67,4 +48,8 @@ public sealed class OutboxWriterOptions
         if (string.IsNullOrWhiteSpace(MessagePrefix))
             throw new ArgumentException("OutboxWriterOptions.MessagePrefix is required", nameof(MessagePrefix));
     }
+
+    /// <summary><see cref="Table"/> parsed as the connector parses <c>Cdc:Postgres:Table</c>; an <see cref="ArgumentException"/> naming it if it cannot be.</summary>
+    internal TableName ParseTable() =>
+        TableName.TryParse(Table, out var table, out var error) ? table : throw new ArgumentException($"OutboxWriterOptions.Table: {error}", nameof(Table));
 }

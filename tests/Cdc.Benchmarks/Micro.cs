@@ -4,6 +4,7 @@ using BenchmarkDotNet.Configs;
 using BenchmarkDotNet.Jobs;
 using BenchmarkDotNet.Running;
 using BenchmarkDotNet.Toolchains.InProcess.Emit;
+using Cdc.Contracts;
 using Cdc.Mapping;
 using Cdc.Outbox.V1;
 using Google.Protobuf;
@@ -92,7 +93,7 @@ public class MappingBenchmarks
             AggregateId = _row.AggregateId!,
             EventType = _row.EventType!,
             Payload = UnsafeByteOperations.UnsafeWrap(_row.Payload),
-            PayloadContentType = OutboxEventMapper.JsonContentType,
+            PayloadContentType = ContentTypes.Json,
             CreatedAt = Timestamp.FromDateTime(_row.CreatedAt!.Value),
             Source = new Source
             {
@@ -101,7 +102,7 @@ public class MappingBenchmarks
                 CommitTime = Timestamp.FromDateTime(_tx.CommitTime),
             },
         };
-        evt.Headers["traceparent"] = "00-c4ca4238a0b923820dcc509a6f75849b-8f14e45fceea167a-01";
+        evt.Headers[HeaderNames.TraceParent] = "00-c4ca4238a0b923820dcc509a6f75849b-8f14e45fceea167a-01";
         return evt;
     }
 }

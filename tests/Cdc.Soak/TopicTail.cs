@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
+using Cdc.Contracts;
 using Cdc.Outbox.V1;
 using Confluent.Kafka;
 
@@ -126,14 +127,14 @@ sealed class TopicTail(string bootstrapServers, string topic, int topicIndex, in
         var message = result.Message;
         string? Header(string name) =>
             message.Headers?.TryGetLastBytes(name, out var bytes) == true ? Encoding.UTF8.GetString(bytes) : null;
-        var idText = Header("id");
+        var idText = Header(HeaderNames.Id);
         if (deadLetter)
             return new Delivered(topicIndex, result.Partition.Value, result.Offset.Value,
-                Guid.TryParse(idText, out var deadId) ? deadId : Guid.Empty, -1, -1, false, Header("error") ?? "(no error header)");
+                Guid.TryParse(idText, out var deadId) ? deadId : Guid.Empty, -1, -1, false, Header(HeaderNames.Error) ?? "(no error header)");
         var key = message.Key is null ? null : Encoding.UTF8.GetString(message.Key);
         var aggregate = key is not null && Aggregates.ByName.TryGetValue(key, out var a) ? a : -1;
         var seq = int.TryParse(Header("soak-seq"), NumberStyles.None, CultureInfo.InvariantCulture, out var s) ? s : -1;
-        var updated = Header("event_type")?.EndsWith(".updated", StringComparison.Ordinal) == true;
+        var updated = Header(HeaderNames.EventType)?.EndsWith(".updated", StringComparison.Ordinal) == true;
         string? malformed = null;
         ulong commitLsn = 0;
         if (!Guid.TryParse(idText, out var id))

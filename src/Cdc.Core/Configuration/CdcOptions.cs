@@ -48,7 +48,9 @@ public sealed class PostgresOptions
     public OutboxColumns Columns { get; set; } = new();
 
     /// <summary>The configured table, or null in table-less mode.</summary>
-    public TableName? OutboxTable => string.IsNullOrWhiteSpace(Table) ? null : TableName.Parse(Table, "Cdc:Postgres:Table");
+    public TableName? OutboxTable =>
+        string.IsNullOrWhiteSpace(Table) ? null
+        : TableName.TryParse(Table, out var table, out var error) ? table : throw new CdcConfigurationException("Cdc:Postgres:Table", error);
 }
 
 /// <summary>
@@ -61,17 +63,6 @@ public enum LostSlotPolicy
     Stop,
     /// <summary>Drop and recreate the slot, log the gap (from and to LSN) for a backfill, and go on.</summary>
     Recreate,
-}
-
-public sealed class OutboxColumns
-{
-    public string Id { get; set; } = "id";
-    public string AggregateType { get; set; } = "aggregate_type";
-    public string AggregateId { get; set; } = "aggregate_id";
-    public string EventType { get; set; } = "event_type";
-    public string Payload { get; set; } = "payload";
-    public string Headers { get; set; } = "headers";
-    public string CreatedAt { get; set; } = "created_at";
 }
 
 public sealed class KafkaOptions

@@ -48,21 +48,16 @@ public static partial class CdcOptionsLoader
         if (pg.Retention is { } retention && retention <= TimeSpan.Zero)
             throw new CdcConfigurationException("Cdc:Postgres:Retention", "must be positive (or unset to keep every row)");
 
-        var c = pg.Columns;
-        foreach (var (name, value) in new[]
-                 {
-                     ("Id", c.Id), ("AggregateType", c.AggregateType), ("AggregateId", c.AggregateId),
-                     ("EventType", c.EventType), ("Payload", c.Payload), ("Headers", c.Headers), ("CreatedAt", c.CreatedAt),
-                 })
+        foreach (var (name, value) in pg.Columns.Named())
             Require($"Cdc:Postgres:Columns:{name}", value);
 
         var kafka = options.Kafka;
         Require("Cdc:Kafka:BootstrapServers", kafka.BootstrapServers);
         Require("Cdc:Kafka:TopicTemplate", kafka.TopicTemplate);
-        if (!Mapping.TopicRouter.IsValidTopicName(kafka.TopicTemplate.Replace(Mapping.TopicRouter.Placeholder, "x")))
+        if (!TopicName.IsValid(kafka.TopicTemplate.Replace(Mapping.TopicRouter.Placeholder, "x")))
             throw new CdcConfigurationException("Cdc:Kafka:TopicTemplate",
                 $"'{kafka.TopicTemplate}' does not make a valid Kafka topic name (letters, digits, '.', '_', '-'; at most 249)");
-        if (!Mapping.TopicRouter.IsValidTopicName(kafka.DeadLetterTopic))
+        if (!TopicName.IsValid(kafka.DeadLetterTopic))
             throw new CdcConfigurationException("Cdc:Kafka:DeadLetterTopic", $"'{kafka.DeadLetterTopic}' is not a valid Kafka topic name");
         foreach (var (key, value) in kafka.Producer)
             if (key.Length == 0 || value is null)

@@ -14,13 +14,6 @@ namespace Cdc.Mapping;
 /// </summary>
 public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic)
 {
-    public const string JsonContentType = "application/json";
-    public const string BytesContentType = "application/octet-stream";
-    public const string IdHeader = "id";
-    public const string EventTypeHeader = "event_type";
-    public const string ErrorHeader = "error";
-    const string ContentTypeHeader = "content-type";
-
     public string DeadLetterTopic { get; } = deadLetterTopic;
 
     /// <summary>
@@ -63,7 +56,7 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
         evt.PayloadContentType = ContentType(row.PayloadKind, evt.Headers);
         if (headersError is not null)
             return DeadLetterOf(evt, headersError, "headers");
-        if (row.PayloadKind == PayloadKind.Bytes && IsJson(evt.PayloadContentType) && !IsUtf8(row.Payload))
+        if (row.PayloadKind == PayloadKind.Bytes && ContentTypes.IsJson(evt.PayloadContentType) && !IsUtf8(row.Payload))
             return DeadLetterOf(evt, $"payload is bytea with content-type {evt.PayloadContentType} but is not valid UTF-8", "payload");
         return Route(evt, row.AggregateType);
     }
@@ -87,10 +80,10 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
         }
         evt.Source = SourceOf(transaction);
         if (evt.PayloadContentType.Length == 0)
-            evt.PayloadContentType = BytesContentType;
+            evt.PayloadContentType = ContentTypes.OctetStream;
         if (evt.Id.Length == 0)
             return DeadLetterOf(evt, "id is empty", "payload");
-        if (IsJson(evt.PayloadContentType) && !IsUtf8(evt.Payload.Span))
+        if (ContentTypes.IsJson(evt.PayloadContentType) && !IsUtf8(evt.Payload.Span))
             return DeadLetterOf(evt, $"payload has content-type {evt.PayloadContentType} but is not valid UTF-8", "payload");
         return Route(evt, evt.AggregateType.Length == 0 ? null : evt.AggregateType);
     }
@@ -103,14 +96,14 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
 
         var headers = new Headers
         {
-            { IdHeader, Encoding.UTF8.GetBytes(evt.Id) },
-            { EventTypeHeader, Encoding.UTF8.GetBytes(evt.EventType) },
+            { HeaderNames.Id, Encoding.UTF8.GetBytes(evt.Id) },
+            { HeaderNames.EventType, Encoding.UTF8.GetBytes(evt.EventType) },
         };
         foreach (var (name, value) in evt.Headers)
         {
             // The connector's own id and event_type headers are what consumers deduplicate and route on: a row header
             // of the same name stays in the event's headers map but does not shadow them on the record.
-            if (name is IdHeader or EventTypeHeader)
+            if (HeaderNames.IsReserved(name))
                 continue;
             headers.Add(name, Encoding.UTF8.GetBytes(value));
         }
@@ -155,8 +148,8 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
     {
         var headers = new Headers
         {
-            { IdHeader, Encoding.UTF8.GetBytes(evt.Id) },
-            { ErrorHeader, Encoding.UTF8.GetBytes(error) },
+            { HeaderNames.Id, Encoding.UTF8.GetBytes(evt.Id) },
+            { HeaderNames.Error, Encoding.UTF8.GetBytes(error) },
         };
         var record = new OutboxRecord(DeadLetterTopic, Encoding.UTF8.GetBytes(evt.Id), headers, evt.ToByteArray()) { EventId = evt.Id };
         return new MappingResult(null, record, reason);
@@ -215,18 +208,11 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
     static string ContentType(PayloadKind kind, IDictionary<string, string> headers)
     {
         if (kind == PayloadKind.Json)
-            return JsonContentType;
+            return ContentTypes.Json;
         foreach (var (name, value) in headers)
-            if (string.Equals(name, ContentTypeHeader, StringComparison.OrdinalIgnoreCase) && value.Length > 0)
+            if (string.Equals(name, HeaderNames.ContentType, StringComparison.OrdinalIgnoreCase) && value.Length > 0)
                 return value;
-        return BytesContentType;
-    }
-
-    static bool IsJson(string contentType)
-    {
-        var mediaType = contentType.Split(';')[0].Trim();
-        return mediaType.Equals(JsonContentType, StringComparison.OrdinalIgnoreCase)
-               || mediaType.EndsWith("+json", StringComparison.OrdinalIgnoreCase);
+        return ContentTypes.OctetStream;
     }
 
     static bool IsUtf8(ReadOnlySpan<byte> bytes) => System.Text.Unicode.Utf8.IsValid(bytes);

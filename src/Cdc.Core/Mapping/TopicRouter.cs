@@ -41,7 +41,7 @@ public sealed class TopicRouter
             return topic;
 
         topic = _prefix + aggregateType + _suffix;
-        if (!IsValidTopicName(topic))
+        if (!TopicName.IsValid(topic))
         {
             error = $"aggregate_type '{Truncate(aggregateType)}' does not make a valid Kafka topic name";
             return null;
@@ -49,17 +49,6 @@ public sealed class TopicRouter
         if (_cache.Count < 10_000)
             _cache[aggregateType] = topic;
         return topic;
-    }
-
-    /// <summary>Kafka's rule: 1 to 249 of <c>[a-zA-Z0-9._-]</c>, and not <c>.</c> or <c>..</c>.</summary>
-    public static bool IsValidTopicName(string? topic)
-    {
-        if (string.IsNullOrEmpty(topic) || topic.Length > 249 || topic is "." or "..")
-            return false;
-        foreach (var ch in topic)
-            if (!(char.IsAsciiLetterOrDigit(ch) || ch is '.' or '_' or '-'))
-                return false;
-        return true;
     }
 
     static string Truncate(string value) => value.Length <= 64 ? value : value[..64] + "…";

@@ -12,17 +12,15 @@ namespace Cdc.Telemetry;
 public static class OutboxTracing
 {
     public const string SourceName = "Cdc";
-    const string TraceParent = "traceparent";
-    const string TraceState = "tracestate";
 
     static readonly ActivitySource Source = new(SourceName);
 
     /// <summary>Starts the send span for the record, or returns null when there is no trace to continue or no listener.</summary>
     public static Activity? StartSend(OutboxRecord record)
     {
-        if (!Source.HasListeners() || !record.Headers.TryGetLastBytes(TraceParent, out var traceParent))
+        if (!Source.HasListeners() || !record.Headers.TryGetLastBytes(HeaderNames.TraceParent, out var traceParent))
             return null;
-        var traceState = record.Headers.TryGetLastBytes(TraceState, out var state) ? Encoding.UTF8.GetString(state) : null;
+        var traceState = record.Headers.TryGetLastBytes(HeaderNames.TraceState, out var state) ? Encoding.UTF8.GetString(state) : null;
         if (!ActivityContext.TryParse(Encoding.UTF8.GetString(traceParent), traceState, isRemote: true, out var parent))
             return null;
 
@@ -41,8 +39,8 @@ public static class OutboxTracing
         if (activity is null)
             return null;
 
-        record.Headers.Remove(TraceParent);
-        record.Headers.Add(TraceParent, Encoding.UTF8.GetBytes(activity.Id!));
+        record.Headers.Remove(HeaderNames.TraceParent);
+        record.Headers.Add(HeaderNames.TraceParent, Encoding.UTF8.GetBytes(activity.Id!));
         return activity;
     }
 

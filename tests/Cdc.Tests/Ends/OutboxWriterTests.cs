@@ -203,21 +203,14 @@ public class OutboxWriterTests(ITestOutputHelper output, ServersFixture fixture)
             DeleteAfterInsert = deleteAfterInsert,
         };
         if (customColumnNames)
-            writerOptions.Columns = new OutboxColumnNames
+            writerOptions.Columns = new Contracts.OutboxColumns
             {
                 Id = "event_id", AggregateType = "stream", AggregateId = "stream_key", EventType = "kind",
                 Payload = "body", Headers = "meta", CreatedAt = "occurred_at",
             };
         await Sql.ExecuteAsync(servers.PostgresConnectionString, OutboxSchema.CreateTableSql(writerOptions));
         var relayOptions = InProcessRelay.OptionsFor(servers, name, writerOptions.Table, o =>
-        {
-            var c = writerOptions.Columns; // the same names on both sides
-            o.Postgres.Columns = new Configuration.OutboxColumns
-            {
-                Id = c.Id, AggregateType = c.AggregateType, AggregateId = c.AggregateId, EventType = c.EventType,
-                Payload = c.Payload, Headers = c.Headers, CreatedAt = c.CreatedAt,
-            };
-        });
+            o.Postgres.Columns = writerOptions.Columns); // the same names on both sides
         await servers.CreateTopicAsync(relayOptions.Kafka.TopicTemplate.Replace("{aggregate_type}", "shipment"), partitions: 2);
         await servers.CreateTopicAsync(relayOptions.Kafka.DeadLetterTopic, partitions: 1);
         await using var relay = await InProcessRelay.StartAsync(relayOptions, output);

@@ -1,4 +1,5 @@
 using System.Text;
+using Cdc.Contracts;
 using Confluent.Kafka;
 
 namespace Cdc.Tests.Fixtures;
@@ -9,7 +10,7 @@ public static class DeliveryAssert
     public static string Header(ConsumeResult<byte[], byte[]> record, string name) =>
         Encoding.UTF8.GetString(record.Message.Headers.GetLastBytes(name));
 
-    public static List<string> Ids(IEnumerable<ConsumeResult<byte[], byte[]>> records) => records.Select(r => Header(r, "id")).ToList();
+    public static List<string> Ids(IEnumerable<ConsumeResult<byte[], byte[]>> records) => records.Select(r => Header(r, HeaderNames.Id)).ToList();
 
     /// <summary>Every written event id was delivered and nothing else was; duplicates are allowed.</summary>
     /// <returns>The number of duplicate deliveries.</returns>
@@ -29,7 +30,7 @@ public static class DeliveryAssert
     /// <summary>Per aggregate, the first delivery of each event is in the order the events were written (commit order).</summary>
     public static void FirstDeliveriesInWrittenOrder(IEnumerable<TestEvent> written, IEnumerable<ConsumeResult<byte[], byte[]>> records)
     {
-        var ordered = records.OrderBy(r => r.Offset.Value).Select(r => Header(r, "id")).ToList();
+        var ordered = records.OrderBy(r => r.Offset.Value).Select(r => Header(r, HeaderNames.Id)).ToList();
         foreach (var aggregate in written.GroupBy(e => (e.AggregateType, e.AggregateId)))
         {
             var expected = aggregate.Select(e => e.Id.ToString()).ToList();

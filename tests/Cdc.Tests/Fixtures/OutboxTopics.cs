@@ -1,4 +1,5 @@
 using System.Text;
+using Cdc.Contracts;
 using Cdc.Outbox.V1;
 using Confluent.Kafka;
 using Google.Protobuf;
@@ -16,7 +17,7 @@ public static class OutboxTopics
         AggregateId = aggregateId,
         EventType = eventType,
         Payload = ByteString.CopyFromUtf8(json),
-        PayloadContentType = "application/json",
+        PayloadContentType = ContentTypes.Json,
         CreatedAt = Timestamp.FromDateTime(DateTime.UtcNow),
     };
 
@@ -28,7 +29,7 @@ public static class OutboxTopics
             {
                 Key = Encoding.UTF8.GetBytes(evt.AggregateId),
                 Value = evt.ToByteArray(),
-                Headers = new Headers { { "id", Encoding.UTF8.GetBytes(evt.Id) }, { "event_type", Encoding.UTF8.GetBytes(evt.EventType) } },
+                Headers = new Headers { { HeaderNames.Id, Encoding.UTF8.GetBytes(evt.Id) }, { HeaderNames.EventType, Encoding.UTF8.GetBytes(evt.EventType) } },
             });
     }
 

@@ -36,11 +36,4 @@ public class TopicRouterTests
         Assert.NotNull(error);
         Assert.NotNull(router.Route(new string('a', 249 - "outbox.event.".Length), out _));
     }
-
-    [Theory]
-    [InlineData(".", false)]
-    [InlineData("..", false)]
-    [InlineData("a.b_c-D9", true)]
-    [InlineData("with space", false)]
-    public void Knows_kafka_topic_names(string topic, bool valid) => Assert.Equal(valid, TopicRouter.IsValidTopicName(topic));
 }
