@@ -129,8 +129,8 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
         {
             var headers = new Headers
             {
-                { IdHeader, Encoding.UTF8.GetBytes(source.EventId) },
-                { ErrorHeader, Encoding.UTF8.GetBytes(error) },
+                { HeaderNames.Id, Encoding.UTF8.GetBytes(source.EventId) },
+                { HeaderNames.Error, Encoding.UTF8.GetBytes(error) },
             };
             return new OutboxRecord(DeadLetterTopic, Encoding.UTF8.GetBytes(source.EventId), headers, []) { EventId = source.EventId };
         }
@@ -142,7 +142,7 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
 
     /// <summary>The <c>error</c> header of a dead letter the mapper made, or null for an event's own record.</summary>
     public string? DeadLetterError(OutboxRecord record) =>
-        record.Topic == DeadLetterTopic && record.Headers.TryGetLastBytes(ErrorHeader, out var error) ? Encoding.UTF8.GetString(error) : null;
+        record.Topic == DeadLetterTopic && record.Headers.TryGetLastBytes(HeaderNames.Error, out var error) ? Encoding.UTF8.GetString(error) : null;
 
     MappingResult DeadLetterOf(OutboxEvent evt, string error, string reason)
     {
