@@ -495,9 +495,16 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
     public async Task<long> DrainAsync(TimeSpan timeout)
     {
         var deadline = DateTime.UtcNow + timeout;
-        while ((Outstanding > 0 || _rewinding) && DateTime.UtcNow < deadline && !Failure.IsCompleted)
+        while ((Outstanding > 0 || _rewinding || WaitingForCheck()) && DateTime.UtcNow < deadline && !Failure.IsCompleted)
             await Task.Delay(10);
         return _tracker.InFlightEvents;
+    }
+
+    /// <summary>Events wait for a topic the cluster has not been asked about yet (an answer comes soon, unlike a block).</summary>
+    bool WaitingForCheck()
+    {
+        lock (_gate)
+            return _topics.Values.Any(t => t.Status != TopicStatus.Blocked && t.Waiting.Count > 0);
     }
 
     public void Dispose()

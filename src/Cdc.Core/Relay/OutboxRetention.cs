@@ -40,14 +40,18 @@ public sealed class OutboxRetention(CdcOptions options, RelayStatus status, CdcM
         if (status.ConfirmedCommitTime is not { } confirmed)
             return 0;
         var cutoff = DateTime.UtcNow - retention < confirmed ? DateTime.UtcNow - retention : confirmed;
-        var createdAt = $"\"{options.Postgres.Columns.CreatedAt}\"";
+        var id = SqlIdentifier.Quote(options.Postgres.Columns.Id);
+        var createdAt = SqlIdentifier.Quote(options.Postgres.Columns.CreatedAt);
         await using var connection = new NpgsqlConnection(options.Postgres.ConnectionString);
         await connection.OpenAsync(ct);
         long total = 0;
         while (true)
         {
+            // By key, not ctid: on a partitioned table the same ctid exists in every partition. (id, created_at) is
+            // unique either way: a partitioned table's key must include the partition column.
             await using var delete = new NpgsqlCommand(
-                $"DELETE FROM {table.Quoted} WHERE ctid IN (SELECT ctid FROM {table.Quoted} WHERE {createdAt} < $1 LIMIT {BatchSize})",
+                $"DELETE FROM {table.Quoted} WHERE ({id}, {createdAt}) IN " +
+                $"(SELECT {id}, {createdAt} FROM {table.Quoted} WHERE {createdAt} < $1 LIMIT {BatchSize})",
                 connection);
             delete.Parameters.AddWithValue(cutoff);
             var deleted = await delete.ExecuteNonQueryAsync(ct);

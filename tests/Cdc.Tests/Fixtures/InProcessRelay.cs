@@ -16,6 +16,9 @@ public sealed class InProcessRelay : IAsyncDisposable
 {
     readonly ITestOutputHelper _output;
     readonly ILoggerFactory _loggers;
+
+    /// <summary>What the relay logged (Information and up), for tests that check what it says and how often.</summary>
+    public System.Collections.Concurrent.ConcurrentQueue<string> Logs { get; } = new();
     readonly CancellationTokenSource _stop = new();
     Task? _run;
 
@@ -23,7 +26,7 @@ public sealed class InProcessRelay : IAsyncDisposable
     {
         Options = options;
         _output = output;
-        _loggers = LoggerFactory.Create(b => b.AddProvider(new TestLoggerProvider(output)).SetMinimumLevel(LogLevel.Information));
+        _loggers = LoggerFactory.Create(b => b.AddProvider(new TestLoggerProvider(output, Logs)).SetMinimumLevel(LogLevel.Information));
     }
 
     public CdcOptions Options { get; }

@@ -25,6 +25,9 @@ public sealed class OutboxHarness : IAsyncDisposable
 
     readonly ITestOutputHelper _output;
     readonly ILoggerFactory _loggers;
+
+    /// <summary>What the relay logged (Information and up), for tests that check what it says and how often.</summary>
+    public System.Collections.Concurrent.ConcurrentQueue<string> Logs { get; } = new();
     CancellationTokenSource? _stop;
     Task? _relay;
 
@@ -42,7 +45,7 @@ public sealed class OutboxHarness : IAsyncDisposable
         BootstrapServers = bootstrapServers;
         Options = options;
         _output = output;
-        _loggers = LoggerFactory.Create(b => b.AddProvider(new TestLoggerProvider(output)).SetMinimumLevel(LogLevel.Information));
+        _loggers = LoggerFactory.Create(b => b.AddProvider(new TestLoggerProvider(output, Logs)).SetMinimumLevel(LogLevel.Information));
     }
 
     /// <summary>Creates the table and topics. <paramref name="payloadType"/> is jsonb or bytea.</summary>
