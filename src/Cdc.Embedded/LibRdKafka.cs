@@ -156,13 +156,12 @@ internal static unsafe class LibRdKafka
         foreach (var mapped in MappedLibRdKafka())
             if (seen.Add(mapped)) yield return mapped;
 
-        // 2. The package's runtimes/<rid>/native folder, next to the app and next to Confluent.Kafka.dll.
+        // 2. The package's runtimes/<rid>/native folder under the app's folder (where a build puts it, next to
+        //    Confluent.Kafka.dll), then the app's folder itself (where a RID-specific publish, NativeAOT's too, puts it).
         var rid = (OperatingSystem.IsLinux() ? "linux" : OperatingSystem.IsMacOS() ? "osx" : "win") + "-" +
                   RuntimeInformation.ProcessArchitecture.ToString().ToLowerInvariant();
-        var baseDirs = new[] { AppContext.BaseDirectory, Path.GetDirectoryName(typeof(Library).Assembly.Location) };
-        foreach (var baseDir in baseDirs.Where(d => !string.IsNullOrEmpty(d)).Distinct())
+        foreach (var dir in new[] { Path.Combine(AppContext.BaseDirectory, "runtimes", rid, "native"), AppContext.BaseDirectory })
         {
-            var dir = Path.Combine(baseDir!, "runtimes", rid, "native");
             if (!Directory.Exists(dir)) continue;
             var preferred = new[] { "librdkafka.so", "centos8-librdkafka.so", "librdkafka.dylib", "librdkafka.dll" }
                 .Select(f => Path.Combine(dir, f)).Where(File.Exists);

@@ -1,3 +1,6 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Text.Json.Serialization.Metadata;
+
 namespace Cdc.Outbox;
 
 /// <summary>
@@ -19,9 +22,15 @@ public sealed class OutboxMessage
         Payload = payload;
     }
 
-    /// <summary>A message whose payload is <paramref name="payload"/> serialized as JSON.</summary>
+    /// <summary>A message whose payload is <paramref name="payload"/> serialized as JSON (reflection-based, web defaults).</summary>
+    [RequiresUnreferencedCode(OutboxPayload.ReflectionJson)]
+    [RequiresDynamicCode(OutboxPayload.ReflectionJson)]
     public static OutboxMessage Json<T>(string aggregateType, string aggregateId, string eventType, T payload) =>
         new(aggregateType, aggregateId, eventType, OutboxPayload.Json(payload));
+
+    /// <summary>A message whose payload is <paramref name="payload"/> serialized as JSON with source-generated metadata (trimming and NativeAOT safe).</summary>
+    public static OutboxMessage Json<T>(string aggregateType, string aggregateId, string eventType, T payload, JsonTypeInfo<T> typeInfo) =>
+        new(aggregateType, aggregateId, eventType, OutboxPayload.Json(payload, typeInfo));
 
     /// <summary>
     /// The event id consumers deduplicate on. Version 7 by default: time-ordered, so the primary key index of the

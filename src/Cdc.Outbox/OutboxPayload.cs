@@ -1,5 +1,7 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Text;
 using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
 using Cdc.Contracts;
 using Google.Protobuf;
 
@@ -29,8 +31,25 @@ public sealed class OutboxPayload
     public bool IsJson { get; }
 
     /// <summary>The object serialized with System.Text.Json (web defaults: camelCase names unless <paramref name="options"/> say otherwise).</summary>
+    /// <remarks>Reflection-based serialization; in a trimmed or NativeAOT service use the <see cref="JsonTypeInfo{T}"/> overload.</remarks>
+    [RequiresUnreferencedCode(ReflectionJson)]
+    [RequiresDynamicCode(ReflectionJson)]
     public static OutboxPayload Json<T>(T value, JsonSerializerOptions? options = null) =>
         new(JsonSerializer.SerializeToUtf8Bytes(value, options ?? JsonSerializerOptions.Web), ContentTypes.Json);
+
+    /// <summary>
+    /// The object serialized with System.Text.Json metadata from a source-generated <c>JsonSerializerContext</c>: no
+    /// reflection, so it works trimmed and under NativeAOT. For the same names as the other overload, declare the context
+    /// with <c>[JsonSourceGenerationOptions(JsonSerializerDefaults.Web)]</c>.
+    /// </summary>
+    public static OutboxPayload Json<T>(T value, JsonTypeInfo<T> typeInfo)
+    {
+        ArgumentNullException.ThrowIfNull(typeInfo);
+        return new(JsonSerializer.SerializeToUtf8Bytes(value, typeInfo), ContentTypes.Json);
+    }
+
+    internal const string ReflectionJson =
+        "Serializes T with reflection-based System.Text.Json; use the overload taking a JsonTypeInfo<T> from a JsonSerializerContext when trimming or compiling to NativeAOT.";
 
     /// <summary>A JSON document given as text. It is checked here, so a typo fails in the service, not in the relay.</summary>
     public static OutboxPayload JsonText(string json)

@@ -1,3 +1,5 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
 using Cdc.Configuration;
 using Cdc.Relay;
 using Cdc.Telemetry;
@@ -28,6 +30,8 @@ static class CdcHost
         builder.Services.AddSingleton(sp => new CdcMetrics(sp.GetRequiredService<RelayStatus>()));
         builder.Services.AddSingleton<OutboxRelay>();
         builder.Services.AddHostedService<RelayService>();
+        // Source-generated JSON for what the endpoints write (no reflection: the same in the JIT and NativeAOT builds).
+        builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.TypeInfoResolverChain.Insert(0, WorkerJsonContext.Default));
         // The relay needs up to its own shutdown timeout to let in-flight events be acknowledged, then confirms.
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.Relay.ShutdownTimeout + TimeSpan.FromSeconds(4));
 
@@ -49,8 +53,17 @@ static class CdcHost
         app.MapGet("/healthz", () => Results.Ok("ok"));
         app.MapGet("/readyz", (RelayStatus status) => status.Ready
             ? Results.Ok("ready")
-            : Results.Json(new { streaming = status.Streaming, kafkaReachable = status.KafkaReachable }, statusCode: 503));
+            : Results.Json(new NotReady(status.Streaming, status.KafkaReachable), WorkerJsonContext.Default.NotReady, statusCode: 503));
         app.MapPrometheusScrapingEndpoint("/metrics");
         return app;
     }
 }
+
+/// <summary>The body of a 503 from /readyz: which part of the job is not being done.</summary>
+sealed record NotReady(bool Streaming, bool KafkaReachable);
+
+/// <summary>Every type the worker's endpoints serialize, with ASP.NET Core's web defaults (camelCase).</summary>
+[JsonSourceGenerationOptions(JsonSerializerDefaults.Web)]
+[JsonSerializable(typeof(NotReady))]
+[JsonSerializable(typeof(string))]
+partial class WorkerJsonContext : JsonSerializerContext;

@@ -2,6 +2,8 @@ using Cdc.Configuration;
 using Cdc.Worker;
 using Cdc.Worker.Demo;
 
+NativeLibraries.ResolveForNativeBuild(); // before anything touches Confluent.Kafka (the demo's mock cluster too)
+
 if (args.Length > 0 && args[0] == "demo")
     return await DemoCommand.RunAsync(args[1..]);
 

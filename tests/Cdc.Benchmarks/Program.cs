@@ -7,6 +7,7 @@ return args.FirstOrDefault() switch
     "--poll" => await PollingRelay.RunAsync(args[1..]),
     "--wolverine" => await WolverineMode.RunAsync(args[1..]),
     "--micro" => MicroMode.Run(args[1..]),
+    "--footprint" => await Footprint.RunAsync(args[1..]),
     "--help" or "-h" => Help(),
     _ => await new Suite(Options.Parse(args)).RunAsync(),
 };
@@ -16,6 +17,7 @@ static int Help()
     Console.WriteLine("""
         dotnet run -c Release --project tests/Cdc.Benchmarks -- [--quick] [--events N] [--out bench.json] [options]
         dotnet run -c Release --project tests/Cdc.Benchmarks -- --micro [--quick]
+        dotnet run -c Release --project tests/Cdc.Benchmarks -- --footprint [--native PATH] [--starts N] [--backlog N]
         See tests/Cdc.Benchmarks/README.md for every option.
         """);
     return 0;

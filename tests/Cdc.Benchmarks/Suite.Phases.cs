@@ -190,7 +190,7 @@ sealed partial class Suite
 
     // ---------------------------------------------------------------- context and targets
 
-    static Dictionary<string, object?> Machine()
+    internal static Dictionary<string, object?> Machine()
     {
         string? Git(params string[] args)
         {

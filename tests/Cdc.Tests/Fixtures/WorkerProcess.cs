@@ -48,9 +48,14 @@ public sealed class WorkerProcess : IDisposable
         ["Cdc__Relay__ConfirmInterval"] = "00:00:00.100",
     };
 
-    public static WorkerProcess Start(IDictionary<string, string?> environment, ITestOutputHelper? output = null)
+    /// <summary>
+    /// Starts the worker: the JIT build (<c>dotnet Cdc.Worker.dll</c>) unless <paramref name="command"/> names another
+    /// program and its arguments (the NativeAOT binary).
+    /// </summary>
+    public static WorkerProcess Start(IDictionary<string, string?> environment, ITestOutputHelper? output = null, string[]? command = null)
     {
-        var info = new ProcessStartInfo("dotnet", [WorkerBinary.Path()])
+        command ??= ["dotnet", WorkerBinary.Path()];
+        var info = new ProcessStartInfo(command[0], command[1..])
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
