@@ -117,6 +117,7 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
         CommitLsn = transaction.CommitLsn,
         TransactionId = transaction.Xid,
         CommitTime = Timestamp.FromDateTime(DateTime.SpecifyKind(transaction.CommitTime, DateTimeKind.Utc)),
+        Origin = transaction.Origin,
     };
 
     /// <summary>

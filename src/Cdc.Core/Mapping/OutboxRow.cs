@@ -24,5 +24,8 @@ public sealed class OutboxRow
     public string? ReadError { get; set; }
 }
 
-/// <summary>The transaction a row was committed in, as the stream's Begin message tells it.</summary>
-public readonly record struct TransactionInfo(ulong CommitLsn, uint Xid, DateTime CommitTime);
+/// <summary>
+/// The transaction a row was committed in, as the stream's Begin message tells it, and how the row was read. Rows read
+/// from the table have no commit LSN (0).
+/// </summary>
+public readonly record struct TransactionInfo(ulong CommitLsn, uint Xid, DateTime CommitTime, Cdc.Outbox.V1.Origin Origin = Cdc.Outbox.V1.Origin.Wal);
