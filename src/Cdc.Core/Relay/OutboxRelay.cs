@@ -50,6 +50,7 @@ public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger,
     {
         var backoff = InitialBackoff;
         string? lastProblem = null;
+        var recoveryAnnounced = false;
         var knownTopics = new ConcurrentDictionary<string, byte>(StringComparer.Ordinal);
         while (!stopping.IsCancellationRequested)
         {
@@ -61,9 +62,10 @@ public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger,
                 session = await RelaySession.OpenAsync(options, logger, metrics, status, knownTopics, stopping);
                 await session.RunAsync(stopping, onStreaming: () =>
                 {
-                    if (lastProblem is not null)
-                        logger.LogInformation("Recovered: streaming again after {Problem}", lastProblem);
-                    lastProblem = null;
+                    // Once per episode: a fault that recurs right after every start is not a new state each time.
+                    if (lastProblem is not null && !recoveryAnnounced)
+                        logger.LogInformation("Streaming again after {Problem}", lastProblem);
+                    recoveryAnnounced = true;
                 });
                 return;
             }
@@ -90,9 +92,15 @@ public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger,
             }
             catch (Exception e) when (e is not CdcStartupException and not CdcConfigurationException)
             {
-                // A session that got somewhere starts the backoff over; one that fails right after every start does not.
+                // A session that got somewhere starts the backoff (and the log) over; one that fails right after every
+                // start does neither.
                 if (session?.MadeProgress == true)
+                {
                     backoff = InitialBackoff;
+                    lastProblem = null;
+                }
+                if (lastProblem is null)
+                    recoveryAnnounced = false; // a new episode
                 problem = Cause(e);
                 delay = backoff;
                 backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, options.Relay.MaxRetryBackoff.Ticks));

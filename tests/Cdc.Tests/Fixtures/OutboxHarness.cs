@@ -135,6 +135,9 @@ public sealed class OutboxHarness : IAsyncDisposable
         _relay = null;
     }
 
+    /// <summary>The running relay, which completes only when stopped or when it stops on its own (a fatal error).</summary>
+    public Task? RelayTask => _relay;
+
     /// <summary>Fails the test when the relay ended on its own (a fatal error).</summary>
     public void AssertRelayRunning()
     {
