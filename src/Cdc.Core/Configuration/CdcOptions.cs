@@ -41,8 +41,23 @@ public sealed class PostgresOptions
     /// </summary>
     public TimeSpan? Retention { get; set; }
 
-    /// <summary>What to do when the slot was invalidated because it fell behind <c>max_slot_wal_keep_size</c>.</summary>
+    /// <summary>
+    /// What to do when the slot is lost: invalidated (<c>wal_status = 'lost'</c>) or gone (dropped, or a failover to a
+    /// server without it) after the connector confirmed a position in it (known from the checkpoint).
+    /// </summary>
     public LostSlotPolicy LostSlotPolicy { get; set; } = LostSlotPolicy.Stop;
+
+    /// <summary><c>Initial</c>: when the connector creates the slot, it first relays the rows already in the table.</summary>
+    public SnapshotMode Snapshot { get; set; } = SnapshotMode.Never;
+
+    /// <summary>How far before the last confirmed commit time a backfill starts reading <c>created_at</c>.</summary>
+    public TimeSpan BackfillMargin { get; set; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>
+    /// Prefix of transactional <c>pg_logical_emit_message</c> signals to this connector (re-publishing rows of the
+    /// table). Empty: signals are off.
+    /// </summary>
+    public string SignalPrefix { get; set; } = "";
 
     /// <summary>Column names of the outbox table.</summary>
     public OutboxColumns Columns { get; set; } = new();
@@ -59,10 +74,20 @@ public sealed class PostgresOptions
 /// </summary>
 public enum LostSlotPolicy
 {
-    /// <summary>Stop the worker with a message; an operator decides (the default: nothing is skipped silently).</summary>
+    /// <summary>Stop the worker with a message giving the last confirmed position; an operator decides.</summary>
     Stop,
-    /// <summary>Drop and recreate the slot, log the gap (from and to LSN) for a backfill, and go on.</summary>
+    /// <summary>Create the slot again, log and count the gap with its bounds, and go on.</summary>
     Recreate,
+    /// <summary>Create the slot again and relay the gap's rows from the table (still there), then stream.</summary>
+    Backfill,
+}
+
+/// <summary>Whether rows already in the table when the connector creates its slot are relayed.</summary>
+public enum SnapshotMode
+{
+    Never,
+    /// <summary>Read in the snapshot the slot's creation exports: no row at the boundary is missed or doubled.</summary>
+    Initial,
 }
 
 public sealed class KafkaOptions
@@ -74,6 +99,12 @@ public sealed class KafkaOptions
 
     /// <summary>Where rows that cannot be published go, with an <c>error</c> header.</summary>
     public string DeadLetterTopic { get; set; } = "outbox.dlq";
+
+    /// <summary>
+    /// Compacted topic (one partition) where the connector keeps its last confirmed position per server, database and
+    /// slot, so that a slot that disappears is known to be lost, not a first start.
+    /// </summary>
+    public string CheckpointTopic { get; set; } = "cdc.checkpoints";
 
     /// <summary>librdkafka producer properties, passed as is after the connector's defaults.</summary>
     public Dictionary<string, string> Producer { get; set; } = new(StringComparer.Ordinal);

@@ -45,6 +45,13 @@ public static partial class CdcOptionsLoader
         RequireIdentifier("Cdc:Postgres:Slot", pg.Slot, SlotName());
         RequireIdentifier("Cdc:Postgres:Publication", pg.Publication, Identifier());
 
+        if (pg.BackfillMargin < TimeSpan.Zero)
+            throw new CdcConfigurationException("Cdc:Postgres:BackfillMargin", "must not be negative");
+        if (pg.SignalPrefix.Length > 0 && pg.SignalPrefix == pg.MessagePrefix)
+            throw new CdcConfigurationException("Cdc:Postgres:SignalPrefix", "must differ from Cdc:Postgres:MessagePrefix (signals are not events)");
+        if ((pg.Snapshot == SnapshotMode.Initial || pg.LostSlotPolicy == LostSlotPolicy.Backfill || pg.SignalPrefix.Length > 0) && pg.OutboxTable is null)
+            throw new CdcConfigurationException("Cdc:Postgres:Table",
+                "is empty, but Snapshot, LostSlotPolicy=Backfill and SignalPrefix read rows from the table");
         if (pg.Retention is { } retention && retention <= TimeSpan.Zero)
             throw new CdcConfigurationException("Cdc:Postgres:Retention", "must be positive (or unset to keep every row)");
 
@@ -57,6 +64,8 @@ public static partial class CdcOptionsLoader
         if (!TopicName.IsValid(kafka.TopicTemplate.Replace(Mapping.TopicRouter.Placeholder, "x")))
             throw new CdcConfigurationException("Cdc:Kafka:TopicTemplate",
                 $"'{kafka.TopicTemplate}' does not make a valid Kafka topic name (letters, digits, '.', '_', '-'; at most 249)");
+        if (!TopicName.IsValid(kafka.CheckpointTopic))
+            throw new CdcConfigurationException("Cdc:Kafka:CheckpointTopic", $"'{kafka.CheckpointTopic}' is not a valid Kafka topic name");
         if (!TopicName.IsValid(kafka.DeadLetterTopic))
             throw new CdcConfigurationException("Cdc:Kafka:DeadLetterTopic", $"'{kafka.DeadLetterTopic}' is not a valid Kafka topic name");
         foreach (var (key, value) in kafka.Producer)

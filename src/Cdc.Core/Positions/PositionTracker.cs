@@ -136,6 +136,13 @@ public sealed class PositionTracker(int maxInFlightEvents, long maxInFlightBytes
         }
     }
 
+    /// <summary>Whether the transaction is committed and every event of it acknowledged.</summary>
+    public bool IsAcknowledged(Transaction transaction)
+    {
+        lock (_gate)
+            return transaction.Committed && transaction.Pending == 0;
+    }
+
     /// <summary>True when every tracked event has been acknowledged.</summary>
     public bool IsDrained
     {

@@ -40,6 +40,11 @@ public sealed class OutboxRetention(CdcOptions options, RelayStatus status, CdcM
         if (status.ConfirmedCommitTime is not { } confirmed)
             return 0;
         var cutoff = DateTime.UtcNow - retention < confirmed ? DateTime.UtcNow - retention : confirmed;
+        // Rows of an open gap (a backfill or snapshot not finished) are still to be relayed.
+        if (status.OpenGapFrom is { } gap && gap < cutoff)
+            cutoff = gap;
+        if (cutoff == DateTime.MinValue)
+            return 0;
         var id = SqlIdentifier.Quote(options.Postgres.Columns.Id);
         var createdAt = SqlIdentifier.Quote(options.Postgres.Columns.CreatedAt);
         await using var connection = new NpgsqlConnection(options.Postgres.ConnectionString);

@@ -1,10 +1,13 @@
 using System.Collections.Concurrent;
+using System.Data;
 using System.Diagnostics;
 using Cdc.Configuration;
 using Cdc.Mapping;
+using Cdc.Outbox.V1;
 using Cdc.Positions;
 using Cdc.Publishing;
 using Cdc.Replication;
+using Cdc.Table;
 using Cdc.Telemetry;
 using Microsoft.Extensions.Logging;
 using Npgsql;
@@ -15,38 +18,46 @@ namespace Cdc.Relay;
 
 /// <summary>
 /// One pass of the pipeline, from opening to the first failure or the stop: the slot reader, the mapper, the publisher,
-/// the position tracker and the slot confirmer on one replication connection and one producer. Never reused: after a
-/// failure everything is rebuilt and the server resends from the slot's confirmed position.
+/// the position tracker, the slot confirmer and the checkpoint on one replication connection and one producer. Never
+/// reused: after a failure everything is rebuilt and the server resends from the slot's confirmed position.
 /// </summary>
 sealed class RelaySession : IAsyncDisposable
 {
     static readonly TimeSpan StartGrace = TimeSpan.FromMilliseconds(750);
+    static readonly TimeSpan CheckpointInterval = TimeSpan.FromSeconds(1);
+    static readonly TimeSpan ProgressInterval = TimeSpan.FromSeconds(10);
 
     readonly CdcOptions _options;
     readonly ILogger _logger;
     readonly CdcMetrics _metrics;
     readonly RelayStatus _status;
     readonly LogicalReplicationConnection _connection;
-    readonly SlotReader _reader;
     readonly OutboxEventMapper _mapper;
     readonly PositionTracker _tracker;
     readonly EventPublisher _publisher;
     readonly KafkaRecordProducer _producer;
-    readonly SlotConfirmer _confirmer;
-    readonly SlotHealthMonitor _monitor;
+    readonly KafkaCheckpointStore _checkpoints;
+    PreparedSlot _slot = null!;
+    SlotReader _reader = null!;
+    SlotConfirmer _confirmer = null!;
+    SlotHealthMonitor _monitor = null!;
     volatile bool _stopping;
     long _streamingSince;
+    // The table read this session does before streaming, while its rows are not all acknowledged.
+    PendingTableRead? _pendingRead;
+    PositionTracker.Transaction? _tableReadTransaction;
+    SlotCheckpoint? _lastCheckpoint;
+    long _lastCheckpointAt;
+    Task _checkpointWrite = Task.CompletedTask;
 
     RelaySession(CdcOptions options, ILogger logger, CdcMetrics metrics, RelayStatus status, LogicalReplicationConnection connection,
-        PreparedSlot slot, ConcurrentDictionary<string, byte> knownTopics)
+        ConcurrentDictionary<string, byte> knownTopics)
     {
         _options = options;
         _logger = logger;
         _metrics = metrics;
         _status = status;
         _connection = connection;
-        var relations = slot.Table is { } table ? new OutboxRelations(table, options.Postgres.Columns, options.Postgres.ConnectionString, logger) : null;
-        _reader = new SlotReader(connection, options.Postgres, relations);
         _mapper = new OutboxEventMapper(new TopicRouter(options.Kafka.TopicTemplate), options.Kafka.DeadLetterTopic);
         _tracker = new PositionTracker(options.Relay.MaxInFlightEvents, options.Relay.MaxInFlightBytes);
         KafkaRecordProducer? producer = null;
@@ -55,43 +66,56 @@ sealed class RelaySession : IAsyncDisposable
             _ => new KafkaTopicAdmin(producer!.Handle, options.Kafka.Topics),
             _mapper, _tracker, metrics, status, logger, knownTopics);
         _producer = producer!;
-        _confirmer = SlotConfirmer.For(connection, slot.ConfirmedLsn);
-        _monitor = new SlotHealthMonitor(options.Postgres, slot.Table, status, logger);
-        status.ConfirmedLsn = slot.ConfirmedLsn;
+        _checkpoints = new KafkaCheckpointStore(options.Kafka, _producer.ProduceAsync, _producer.Handle);
     }
 
-    /// <summary>Prepares the server side, opens a replication connection and a producer, and checks that Kafka answers.</summary>
+    /// <summary>
+    /// Opens a replication connection and a producer, checks that Kafka answers, reads the checkpoint, and prepares the
+    /// server side: the publication, and the slot (found, found lost, or created).
+    /// </summary>
     public static async Task<RelaySession> OpenAsync(
         CdcOptions options, ILogger logger, CdcMetrics metrics, RelayStatus status, ConcurrentDictionary<string, byte> knownTopics,
         CancellationToken ct)
     {
-        var slot = await OutboxSlot.PrepareAsync(options.Postgres, logger, ct);
-        if (slot.Gap is not null)
-            metrics.SlotRecreated();
+        var table = await OutboxSlot.CheckServerAsync(options.Postgres, logger, ct);
         status.DatabaseReachable = true;
         var connection = new LogicalReplicationConnection(options.Postgres.ConnectionString);
+        RelaySession? session = null;
         try
         {
             await connection.Open(ct);
-            var session = new RelaySession(options, logger, metrics, status, connection, slot, knownTopics);
-            try
-            {
-                // Fail here, before reading anything, when no broker answers.
-                var brokers = await Task.Run(() => session._producer.CountBrokers(TimeSpan.FromSeconds(10)), ct);
-                status.SetKafkaReachable(brokers > 0);
-                return session;
-            }
-            catch
-            {
-                await session.DisposeAsync();
-                throw;
-            }
+            session = new RelaySession(options, logger, metrics, status, connection, knownTopics);
+            // Before the slot is looked at: whether a missing slot was lost is in the checkpoint, which is in Kafka.
+            var brokers = await Task.Run(() => session._producer.CountBrokers(TimeSpan.FromSeconds(10)), ct);
+            status.SetKafkaReachable(brokers > 0);
+            await session.PrepareAsync(table, ct);
+            return session;
         }
         catch
         {
-            await connection.DisposeAsync();
+            if (session is not null)
+                await session.DisposeAsync();
+            else
+                await connection.DisposeAsync();
             throw;
         }
+    }
+
+    async Task PrepareAsync(OutboxTable? table, CancellationToken ct)
+    {
+        _slot = await OutboxSlot.EnsureSlotAsync(_options.Postgres, table, _connection, _checkpoints, _logger, ct);
+        if (_slot.Gap is not null)
+            _metrics.SlotRecreated();
+        _lastCheckpoint = _slot.Checkpoint;
+        _pendingRead = _slot.TableRead?.Pending;
+        _status.OpenGapFrom = _pendingRead is null ? null : _pendingRead.From ?? DateTime.MinValue;
+        var relations = _slot.Table is { } outbox
+            ? new OutboxRelations(outbox, _options.Postgres.Columns, _options.Postgres.ConnectionString, _logger)
+            : null;
+        _reader = new SlotReader(_connection, _options.Postgres, relations);
+        _confirmer = SlotConfirmer.For(_connection, _slot.ConfirmedLsn);
+        _monitor = new SlotHealthMonitor(_options.Postgres, _slot.Table, _status, _logger);
+        _status.ConfirmedLsn = _slot.ConfirmedLsn;
     }
 
     /// <summary>
@@ -99,24 +123,26 @@ sealed class RelaySession : IAsyncDisposable
     /// then does the relay's backoff start over, so a failure that comes right after every start backs off for real.
     /// </summary>
     public bool MadeProgress =>
-        _confirmer.Advanced || (_streamingSince != 0 && Stopwatch.GetElapsedTime(_streamingSince) > _options.Relay.MaxRetryBackoff);
+        _confirmer?.Advanced == true || (_streamingSince != 0 && Stopwatch.GetElapsedTime(_streamingSince) > _options.Relay.MaxRetryBackoff);
 
     /// <summary>
-    /// Streams until <paramref name="stopping"/> fires (then lets in-flight events be acknowledged, confirms and
-    /// returns) or until something fails (then confirms what was acknowledged and throws).
+    /// Relays the table read the slot needs, then streams, until <paramref name="stopping"/> fires (then lets in-flight
+    /// events be acknowledged, confirms, writes the checkpoint and returns) or until something fails (then confirms what
+    /// was acknowledged and throws).
     /// </summary>
     public async Task RunAsync(CancellationToken stopping, Action? onStreaming = null)
     {
         using var readCancel = new CancellationTokenSource();
         using var confirmCancel = new CancellationTokenSource();
-        var read = ReadAsync(readCancel.Token);
         var publishing = _publisher.RunAsync(readCancel.Token);
         var confirming = ConfirmLoopAsync(confirmCancel.Token);
         var monitoring = _monitor.RunAsync(readCancel.Token);
+        var read = ReadAsync(readCancel.Token);
         try
         {
             // START_REPLICATION fails at once when another reader holds the slot; only after that is this a stream.
-            if (await Task.WhenAny(read, Task.Delay(StartGrace, stopping)) == read)
+            // (A table read first is this replica's work already: it created the slot or found its read unfinished.)
+            if (_slot.TableRead is null && await Task.WhenAny(read, Task.Delay(StartGrace, stopping)) == read)
                 await read;
             _status.Streaming = true;
             _status.Standby = false;
@@ -153,6 +179,7 @@ sealed class RelaySession : IAsyncDisposable
                 throw await _publisher.Failure;
             if (_monitor.Problem.IsCompleted)
                 throw await _monitor.Problem;
+            await WriteLastCheckpointAsync();
         }
         finally
         {
@@ -163,12 +190,16 @@ sealed class RelaySession : IAsyncDisposable
             await Quietly(publishing);
             await Quietly(confirming);
             await Quietly(monitoring);
+            await Quietly(_checkpointWrite);
         }
     }
 
     /// <summary>The whole path of an event: read from the slot, mapped, published; its transaction tracked for the confirm.</summary>
     async Task ReadAsync(CancellationToken ct)
     {
+        if (_slot.TableRead is { } tableRead)
+            await RelayTableAsync(tableRead, ct);
+
         PositionTracker.Transaction? transaction = null;
         await foreach (var change in _reader.ReadAsync(ct))
         {
@@ -187,12 +218,99 @@ sealed class RelaySession : IAsyncDisposable
                     await _tracker.WaitForRoomAsync(ct);
                     _publisher.Publish(_mapper.Map(change.Message!, change.Transaction, change.Lsn), transaction, change.Transaction.CommitTime);
                     break;
+                case SlotChangeKind.Signal when transaction is not null:
+                    await RepublishAsync(change, transaction, ct);
+                    break;
                 case SlotChangeKind.Commit when transaction is not null:
                     _tracker.Commit(transaction, change.Lsn);
                     transaction = null;
                     break;
             }
         }
+    }
+
+    /// <summary>
+    /// Relays rows from the table before streaming (the initial snapshot, or a lost slot's gap), in the snapshot the
+    /// slot's creation exported when there is one, as one tracked transaction at the slot's start: the slot is not
+    /// confirmed past it until every row is acknowledged, and the checkpoint says it is pending until then.
+    /// </summary>
+    async Task RelayTableAsync(TableRead read, CancellationToken ct)
+    {
+        var started = DateTime.UtcNow;
+        var origin = read.Kind == PendingTableRead.Snapshot ? Origin.Snapshot : Origin.Backfill;
+        var transaction = _tracker.Begin(started) ?? throw new OperationCanceledException();
+        _tableReadTransaction = transaction;
+        await using var connection = new NpgsqlConnection(_options.Postgres.ConnectionString);
+        await connection.OpenAsync(ct);
+        await using var tx = await connection.BeginTransactionAsync(IsolationLevel.RepeatableRead, ct);
+        if (read.SnapshotName is { } snapshot)
+        {
+            // Exactly the rows committed before the slot's consistent point; the slot streams those after it.
+            await using var set = new NpgsqlCommand($"SET TRANSACTION SNAPSHOT '{snapshot.Replace("'", "''")}'", connection, tx);
+            await set.ExecuteNonQueryAsync(ct);
+        }
+        var reader = await OutboxTableReader.CreateAsync(connection, _slot.Table!, _options.Postgres.Columns, ct);
+        _logger.LogInformation("Relaying the {Kind} of {Table} from the table{From}", read.Kind, _slot.Table!.Name,
+            read.From is { } from ? $" (created_at from {from:O})" : "");
+        long rows = 0, counted = 0;
+        var progressAt = Stopwatch.GetTimestamp();
+        var kind = origin == Origin.Snapshot ? "snapshot" : "backfill";
+        await foreach (var row in reader.ReadRangeAsync(connection, read.From, null, ct))
+        {
+            await _tracker.WaitForRoomAsync(ct);
+            var info = new TransactionInfo(0, 0, row.CreatedAt ?? started, origin);
+            _publisher.Publish(_mapper.Map(row, info), transaction, started);
+            rows++;
+            if (Stopwatch.GetElapsedTime(progressAt) > ProgressInterval)
+            {
+                _metrics.TableRowsRead(kind, rows - counted);
+                counted = rows;
+                progressAt = Stopwatch.GetTimestamp();
+                _logger.LogInformation("The {Kind} of {Table} has handed {Rows} rows to Kafka so far", read.Kind, _slot.Table.Name, rows);
+            }
+        }
+        await tx.CommitAsync(ct);
+        _metrics.TableRowsRead(kind, rows - counted);
+        _tracker.Commit(transaction, _slot.ConfirmedLsn);
+        _logger.LogInformation("The {Kind} of {Table} read {Rows} rows in {Seconds:F1} s; streaming from the slot", read.Kind,
+            _slot.Table.Name, rows, (DateTime.UtcNow - started).TotalSeconds);
+    }
+
+    /// <summary>
+    /// A re-publish signal: the rows it names are read from the table now and relayed again (origin REPUBLISH) as part
+    /// of the signal's transaction, so the slot is not confirmed past the signal before they are acknowledged.
+    /// </summary>
+    async Task RepublishAsync(SlotChange change, PositionTracker.Transaction transaction, CancellationToken ct)
+    {
+        var signal = RepublishSignal.Parse(change.Message!, out var error);
+        if (signal is null)
+        {
+            _logger.LogWarning("Skipping a malformed signal at {Lsn}: it {Error}", new NpgsqlLogSequenceNumber(change.Lsn), error);
+            return;
+        }
+        if (signal.Slot != _options.Postgres.Slot)
+        {
+            _logger.LogDebug("Ignoring a signal for slot {Slot}", signal.Slot);
+            return;
+        }
+        _logger.LogInformation("Re-publishing rows of {Table} ({Signal}), signalled at {Lsn}", _slot.Table!.Name, signal,
+            new NpgsqlLogSequenceNumber(change.Lsn));
+        await using var connection = new NpgsqlConnection(_options.Postgres.ConnectionString);
+        await connection.OpenAsync(ct);
+        var reader = await OutboxTableReader.CreateAsync(connection, _slot.Table, _options.Postgres.Columns, ct);
+        var rows = signal.Ids is { } ids
+            ? reader.ReadIdsAsync(connection, ids, ct)
+            : reader.ReadRangeAsync(connection, signal.From, signal.To, ct);
+        long count = 0;
+        await foreach (var row in rows)
+        {
+            await _tracker.WaitForRoomAsync(ct);
+            var info = change.Transaction with { CommitLsn = 0, CommitTime = row.CreatedAt ?? change.Transaction.CommitTime, Origin = Origin.Republish };
+            _publisher.Publish(_mapper.Map(row, info), transaction, change.Transaction.CommitTime);
+            count++;
+        }
+        _metrics.TableRowsRead("republish", count);
+        _logger.LogInformation("Re-published {Rows} rows of {Table}", count, _slot.Table.Name);
     }
 
     static async Task<Exception> StreamEndedAsync(Task read)
@@ -238,11 +356,64 @@ sealed class RelaySession : IAsyncDisposable
         _status.InFlightEvents = _tracker.InFlightEvents;
         _status.InFlightBytes = _tracker.InFlightBytes;
         _status.DelaySeconds = _tracker.OldestPendingCommitTime is { } oldest ? Math.Max(0, (DateTime.UtcNow - oldest).TotalSeconds) : 0;
-        if (!await _confirmer.ConfirmAsync(confirmable, ct))
+        if (await _confirmer.ConfirmAsync(confirmable, ct))
+        {
+            _status.ConfirmedLsn = _confirmer.Confirmed;
+            if (_tracker.ConfirmableCommitTime is { } committed)
+                _status.ConfirmedCommitTime = committed;
+        }
+        MaybeWriteCheckpoint();
+    }
+
+    /// <summary>
+    /// The checkpoint as this session would write it now: the confirmed position, its commit time, and the table read
+    /// if its rows are not all acknowledged yet.
+    /// </summary>
+    SlotCheckpoint CurrentCheckpoint()
+    {
+        if (_pendingRead is not null && _tableReadTransaction is { } read && _tracker.IsAcknowledged(read))
+        {
+            _logger.LogInformation("Every row of the {Kind} is acknowledged", _pendingRead.Kind);
+            _pendingRead = null;
+            _status.OpenGapFrom = null;
+        }
+        return _slot.Identity.Checkpoint(_confirmer.Confirmed, _status.ConfirmedCommitTime ?? _lastCheckpoint?.CommitTime, _pendingRead);
+    }
+
+    /// <summary>Writes the checkpoint in the background when it changed, at most once a second, one write at a time.</summary>
+    void MaybeWriteCheckpoint()
+    {
+        if (!_checkpointWrite.IsCompleted || Stopwatch.GetElapsedTime(_lastCheckpointAt) < CheckpointInterval)
             return;
-        _status.ConfirmedLsn = _confirmer.Confirmed;
-        if (_tracker.ConfirmableCommitTime is { } committed)
-            _status.ConfirmedCommitTime = committed;
+        var checkpoint = CurrentCheckpoint();
+        if (_lastCheckpoint is { } last && last with { WrittenAt = checkpoint.WrittenAt } == checkpoint)
+            return;
+        _lastCheckpointAt = Stopwatch.GetTimestamp();
+        _checkpointWrite = WriteCheckpointAsync(checkpoint);
+    }
+
+    async Task WriteCheckpointAsync(SlotCheckpoint checkpoint)
+    {
+        try
+        {
+            await _checkpoints.WriteAsync(checkpoint, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10));
+            _lastCheckpoint = checkpoint;
+        }
+        catch (Exception e)
+        {
+            _logger.LogDebug("Could not write the checkpoint ({Message}); writing it again later", e.Message);
+        }
+    }
+
+    /// <summary>At a stop: the last checkpoint, after the last confirm.</summary>
+    async Task WriteLastCheckpointAsync()
+    {
+        await Quietly(_checkpointWrite);
+        var checkpoint = CurrentCheckpoint();
+        if (_lastCheckpoint is { } last && last with { WrittenAt = checkpoint.WrittenAt } == checkpoint)
+            return;
+        _checkpointWrite = WriteCheckpointAsync(checkpoint);
+        await _checkpointWrite;
     }
 
     static async Task Quietly(Task task)

@@ -61,6 +61,12 @@ public sealed class RelayStatus
     /// <summary>When the last transaction this process confirmed committed (for the retention job), or null.</summary>
     public DateTime? ConfirmedCommitTime { get; set; }
 
+    /// <summary>
+    /// While a table read (snapshot, backfill) is not finished: the oldest <c>created_at</c> it still needs (MinValue for
+    /// the whole table). The retention job keeps those rows.
+    /// </summary>
+    public DateTime? OpenGapFrom { get; set; }
+
     /// <summary>Seconds since the commit of the oldest transaction read but not yet confirmable (0 when caught up).</summary>
     public double DelaySeconds { get; set; }
 

@@ -39,15 +39,18 @@ sealed class OutboxRelationLayout
     /// The layout of an outbox relation, or throws when the relation lacks a configured column or has one of a type
     /// the connector cannot read (the table changed under the stream: rows read with a wrong layout would be lost).
     /// </summary>
-    public static OutboxRelationLayout For(RelationMessage relation, OutboxColumns names)
+    public static OutboxRelationLayout For(RelationMessage relation, OutboxColumns names) =>
+        For([.. relation.Columns.Select(c => (c.ColumnName, c.DataTypeId))], names, $"{relation.Namespace}.{relation.RelationName}");
+
+    /// <summary>The layout of columns given by name and type OID, in order (a Relation message's, or a query's).</summary>
+    public static OutboxRelationLayout For(IReadOnlyList<(string Name, uint TypeOid)> relationColumns, OutboxColumns names, string relation)
     {
-        var columns = new OutboxColumn[relation.Columns.Count];
+        var columns = new OutboxColumn[relationColumns.Count];
         var layout = new OutboxRelationLayout(columns);
         var found = new HashSet<OutboxColumn>();
         for (var i = 0; i < columns.Length; i++)
         {
-            var column = relation.Columns[i];
-            var name = column.ColumnName;
+            var (name, typeOid) = relationColumns[i];
             var role = name == names.Id ? OutboxColumn.Id
                 : name == names.AggregateType ? OutboxColumn.AggregateType
                 : name == names.AggregateId ? OutboxColumn.AggregateId
@@ -61,18 +64,17 @@ sealed class OutboxRelationLayout
             switch (role)
             {
                 case OutboxColumn.Id:
-                    layout.IdIsUuid = column.DataTypeId == UuidOid;
+                    layout.IdIsUuid = typeOid == UuidOid;
                     break;
                 case OutboxColumn.Payload:
-                    layout.PayloadKind = column.DataTypeId == ByteaOid ? PayloadKind.Bytes : PayloadKind.Json;
-                    layout.PayloadIsJsonb = column.DataTypeId == JsonbOid;
+                    layout.PayloadKind = typeOid == ByteaOid ? PayloadKind.Bytes : PayloadKind.Json;
+                    layout.PayloadIsJsonb = typeOid == JsonbOid;
                     break;
                 case OutboxColumn.Headers:
-                    layout.HeadersIsJsonb = column.DataTypeId == JsonbOid;
+                    layout.HeadersIsJsonb = typeOid == JsonbOid;
                     break;
-                case OutboxColumn.CreatedAt when column.DataTypeId != TimestampTzOid:
-                    throw new InvalidDataException(
-                        $"column {relation.Namespace}.{relation.RelationName}.{name} is no longer timestamptz (type oid {column.DataTypeId})");
+                case OutboxColumn.CreatedAt when typeOid != TimestampTzOid:
+                    throw new InvalidDataException($"column {relation}.{name} is no longer timestamptz (type oid {typeOid})");
             }
         }
 
@@ -91,8 +93,7 @@ sealed class OutboxRelationLayout
         if (names.Headers.Length > 0)
             Require(OutboxColumn.Headers, names.Headers);
         if (missing.Count > 0)
-            throw new InvalidDataException(
-                $"relation {relation.Namespace}.{relation.RelationName} has no column {string.Join(", ", missing)} any more (renamed or dropped)");
+            throw new InvalidDataException($"relation {relation} has no column {string.Join(", ", missing)} any more (renamed or dropped)");
         return layout;
     }
 }

@@ -1,4 +1,5 @@
 using Cdc.Configuration;
+using Cdc.Positions;
 using Microsoft.Extensions.Logging;
 using Npgsql;
 using Npgsql.Replication;
@@ -7,14 +8,13 @@ using NpgsqlTypes;
 
 namespace Cdc.Replication;
 
-/// <summary>Events a recreated slot skipped: committed after <see cref="From"/> and before <see cref="To"/>.</summary>
-public readonly record struct SlotGap(NpgsqlTypes.NpgsqlLogSequenceNumber From, NpgsqlTypes.NpgsqlLogSequenceNumber To);
-
 /// <summary>
 /// What streaming starts from: the slot's confirmed position (the confirmer never goes below it), the outbox table's
-/// relation (null in table-less mode) and the gap, when a lost slot was recreated.
+/// relation (null in table-less mode), what must be read from the table before streaming, and the slot's identity
+/// and last checkpoint.
 /// </summary>
-public sealed record PreparedSlot(ulong ConfirmedLsn, OutboxTable? Table, SlotGap? Gap);
+public sealed record PreparedSlot(ulong ConfirmedLsn, OutboxTable? Table, SlotGap? Gap, TableRead? TableRead, SlotIdentity Identity,
+    SlotCheckpoint? Checkpoint);
 
 /// <summary>The outbox table as the server knows it: its relation id and, when partitioned, so marked.</summary>
 public sealed record OutboxTable(TableName Name, uint Oid, bool Partitioned);
@@ -30,8 +30,11 @@ public static class OutboxSlot
 {
     static readonly HashSet<string> TextTypes = ["text", "character varying", "character", "name"];
 
-    /// <summary>Checks and creates what streaming needs.</summary>
-    public static async Task<PreparedSlot> PrepareAsync(PostgresOptions options, ILogger logger, CancellationToken ct)
+    /// <summary>
+    /// Checks the server (wal_level, the role, the outbox table's columns) and creates the publication when it is missing.
+    /// Runs before any replication connection is opened, so a role without REPLICATION hears what to change.
+    /// </summary>
+    public static async Task<OutboxTable?> CheckServerAsync(PostgresOptions options, ILogger logger, CancellationToken ct)
     {
         var table = options.OutboxTable;
         await using var connection = new NpgsqlConnection(options.ConnectionString);
@@ -53,8 +56,21 @@ public static class OutboxSlot
         if (outbox is not null)
             await CheckColumnsAsync(connection, outbox, options.Columns, ct);
         await EnsurePublicationAsync(connection, options.Publication, outbox, logger, ct);
-        var gap = await EnsureSlotAsync(connection, options, logger, ct);
-        return new PreparedSlot(await ConfirmedLsnAsync(connection, options.Slot, ct), outbox, gap);
+        return outbox;
+    }
+
+    /// <summary>
+    /// Finds the slot, or finds it lost, or creates it (on <paramref name="replication"/>, which then holds the snapshot
+    /// its creation exported until it starts streaming).
+    /// </summary>
+    public static async Task<PreparedSlot> EnsureSlotAsync(PostgresOptions options, OutboxTable? outbox, LogicalReplicationConnection replication,
+        ICheckpointStore checkpoints, ILogger logger, CancellationToken ct)
+    {
+        await using var connection = new NpgsqlConnection(options.ConnectionString);
+        await connection.OpenAsync(ct);
+        var system = await replication.IdentifySystem(ct);
+        var identity = new SlotIdentity(system.SystemId, connection.Database, options.Slot);
+        return await SlotLifecycle.EnsureAsync(connection, replication, options, outbox, identity, checkpoints, logger, ct);
     }
 
     static async Task<OutboxTable> FindTableAsync(NpgsqlConnection connection, TableName table, CancellationToken ct)
@@ -70,12 +86,6 @@ public static class OutboxSlot
         return new OutboxTable(table, reader.GetFieldValue<uint>(0), Partitioned: kind == 'p');
     }
 
-    static async Task<ulong> ConfirmedLsnAsync(NpgsqlConnection connection, string slot, CancellationToken ct)
-    {
-        await using var command = new NpgsqlCommand("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1", connection);
-        command.Parameters.AddWithValue(slot);
-        return await command.ExecuteScalarAsync(ct) is NpgsqlLogSequenceNumber lsn ? (ulong)lsn : 0;
-    }
 
     static async Task CheckColumnsAsync(NpgsqlConnection connection, OutboxTable outbox, OutboxColumns names, CancellationToken ct)
     {
@@ -189,70 +199,6 @@ public static class OutboxSlot
             throw new CdcConfigurationException("Cdc:Postgres:Publication",
                 $"publication {publication} does not exist and this role may not create it ({e.MessageText}); have the table's " +
                 $"owner run: CREATE PUBLICATION \"{publication}\" FOR TABLE {outbox?.Name.Quoted} WITH (publish = 'insert', publish_via_partition_root = true)", e);
-        }
-    }
-
-    static async Task<SlotGap?> EnsureSlotAsync(NpgsqlConnection connection, PostgresOptions options, ILogger logger, CancellationToken ct)
-    {
-        await using var find = new NpgsqlCommand(
-            "SELECT plugin, database, wal_status, confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1", connection);
-        find.Parameters.AddWithValue(options.Slot);
-        NpgsqlLogSequenceNumber? lostAt = null;
-        await using (var reader = await find.ExecuteReaderAsync(ct))
-        {
-            if (await reader.ReadAsync(ct))
-            {
-                var plugin = reader.IsDBNull(0) ? "(physical)" : reader.GetString(0);
-                if (plugin != "pgoutput")
-                    throw new CdcConfigurationException("Cdc:Postgres:Slot", $"slot {options.Slot} uses plugin {plugin}, not pgoutput");
-                if (reader.GetString(1) != connection.Database)
-                    throw new CdcConfigurationException("Cdc:Postgres:Slot",
-                        $"slot {options.Slot} belongs to database {reader.GetString(1)}, not {connection.Database}");
-                if (reader.IsDBNull(2) || reader.GetString(2) != "lost")
-                    return null;
-                lostAt = reader.IsDBNull(3) ? default : reader.GetFieldValue<NpgsqlLogSequenceNumber>(3);
-            }
-        }
-
-        if (lostAt is { } from)
-        {
-            if (options.LostSlotPolicy == LostSlotPolicy.Stop)
-                throw new CdcStartupException(
-                    $"Slot {options.Slot} is invalidated (wal_status = 'lost'): it fell behind max_slot_wal_keep_size and the " +
-                    $"server removed WAL it still needed, so events committed after {from} cannot be read from it. " +
-                    "Set Cdc:Postgres:LostSlotPolicy=Recreate to recreate the slot and log the gap to backfill, or drop it yourself.");
-            await using var drop = new NpgsqlCommand("SELECT pg_drop_replication_slot($1)", connection);
-            drop.Parameters.AddWithValue(options.Slot);
-            await drop.ExecuteNonQueryAsync(ct);
-        }
-
-        var created = await CreateSlotAsync(options, logger, ct);
-        if (lostAt is not { } gapStart)
-            return null;
-        var gap = new SlotGap(gapStart, created ?? default);
-        logger.LogError(
-            "Slot {Slot} was invalidated (wal_status = 'lost') and has been recreated. Events committed after {FromLsn} and " +
-            "before {ToLsn} were NOT relayed: backfill them (e.g. re-publish outbox rows committed in that interval)",
-            options.Slot, gap.From, gap.To);
-        return gap;
-    }
-
-    /// <summary>Creates the slot; returns its consistent point, or null when another replica created it first.</summary>
-    static async Task<NpgsqlLogSequenceNumber?> CreateSlotAsync(PostgresOptions options, ILogger logger, CancellationToken ct)
-    {
-        await using var replication = new LogicalReplicationConnection(options.ConnectionString);
-        await replication.Open(ct);
-        try
-        {
-            var slot = await replication.CreatePgOutputReplicationSlot(
-                options.Slot, slotSnapshotInitMode: LogicalSlotSnapshotInitMode.NoExport, cancellationToken: ct);
-            logger.LogInformation("Created replication slot {Slot} (pgoutput) at {Lsn}", slot.Name, slot.ConsistentPoint);
-            return slot.ConsistentPoint;
-        }
-        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.DuplicateObject)
-        {
-            // Another replica created it at the same moment.
-            return null;
         }
     }
 

@@ -13,6 +13,8 @@ enum SlotChangeKind : byte
     Begin,
     Row,
     Message,
+    /// <summary>A transactional message with the signal prefix: an instruction to this connector (e.g. re-publish rows).</summary>
+    Signal,
     Commit,
 }
 
@@ -56,6 +58,10 @@ sealed class SlotReader(LogicalReplicationConnection connection, PostgresOptions
                     yield return new SlotChange(SlotChangeKind.Message, transaction, Message: await ReadToEndAsync(emitted.Data, ct),
                         Lsn: (ulong)emitted.MessageLsn);
                     break;
+                case LogicalDecodingMessage emitted when inTransaction && IsSignal(emitted):
+                    yield return new SlotChange(SlotChangeKind.Signal, transaction, Message: await ReadToEndAsync(emitted.Data, ct),
+                        Lsn: (ulong)emitted.MessageLsn);
+                    break;
                 case CommitMessage commit when inTransaction:
                     inTransaction = false;
                     yield return new SlotChange(SlotChangeKind.Commit, transaction, Lsn: (ulong)commit.TransactionEndLsn);
@@ -70,6 +76,10 @@ sealed class SlotReader(LogicalReplicationConnection connection, PostgresOptions
     /// <summary>A transactional message with the configured prefix (non-transactional ones are never relayed).</summary>
     bool IsOutboxMessage(LogicalDecodingMessage message) =>
         (message.Flags & 1) == 1 && options.MessagePrefix.Length > 0 && message.Prefix == options.MessagePrefix;
+
+    /// <summary>A transactional message with the configured signal prefix.</summary>
+    bool IsSignal(LogicalDecodingMessage message) =>
+        (message.Flags & 1) == 1 && options.SignalPrefix.Length > 0 && message.Prefix == options.SignalPrefix;
 
     static async Task<byte[]> ReadToEndAsync(Stream data, CancellationToken ct)
     {

@@ -61,10 +61,13 @@ sealed class SlotHealthMonitor(PostgresOptions options, OutboxTable? table, Rela
             : new SlotHealth(reader.GetString(1), reader.IsDBNull(2) ? null : reader.GetInt64(2), reader.IsDBNull(3) ? 0 : reader.GetInt64(3));
         if (!reader.GetBoolean(4))
             _problem.TrySetResult(TableDropped(table!));
+        else if (status.Slot?.WalStatus == "lost")
+            // The server removed WAL the slot needs: this stream cannot go on. The next start applies LostSlotPolicy.
+            _problem.TrySetResult(new InvalidOperationException($"Slot {options.Slot} was invalidated while streaming (wal_status = 'lost')"));
     }
 
     static CdcStartupException TableDropped(OutboxTable table) => new(
         $"The outbox table {table.Name} (relation {table.Oid}) was dropped while streaming. A table created in its place is " +
         "not in the publication, so its rows would never be relayed: add it to the publication (ALTER PUBLICATION ... ADD " +
-        "TABLE) and start the worker again. Everything committed before the drop was relayed up to the confirmed position.");
+        "TABLE) and start the worker again. The slot is confirmed only up to what Kafka acknowledged.");
 }

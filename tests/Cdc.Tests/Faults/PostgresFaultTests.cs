@@ -135,13 +135,14 @@ public class PostgresFaultTests(ITestOutputHelper output, ServersFixture fixture
             await stopped.WaitForExitAsync(Timeout);
             Assert.Equal(1, stopped.ExitCode);
             Assert.Contains("is invalidated (wal_status = 'lost')", stopped.Output);
-            Assert.Contains("Cdc:Postgres:LostSlotPolicy=Recreate", stopped.Output);
+            Assert.Matches("The last position the connector confirmed in it is [0-9A-F]+/[0-9A-F]+ \\(its transaction committed at ", stopped.Output);
+            Assert.Contains("Set Cdc:Postgres:LostSlotPolicy=Backfill", stopped.Output);
         }
 
         environment["Cdc__Postgres__LostSlotPolicy"] = "Recreate";
         using var recreating = WorkerProcess.Start(environment, output);
         await recreating.WaitForOutputAsync("Streaming slot", Timeout);
-        Assert.Matches("Events committed after [0-9A-F]+/[0-9A-F]+ and before [0-9A-F]+/[0-9A-F]+ were NOT relayed", recreating.Output);
+        Assert.Matches("Events committed after [0-9A-F]+/[0-9A-F]+ \\(its transaction committed at [^)]+\\) and before [0-9A-F]+/[0-9A-F]+ were not relayed", recreating.Output);
         var afterCommit = await outbox.CommitAsync(new TestEvent("order", "o-1", "After"));
         await outbox.WaitForConfirmedAsync(afterCommit, Timeout);
         Assert.Equal(["Before", "After"], outbox.ReadTopic(outbox.Topic("order")).OrderBy(r => r.Offset.Value)
