@@ -33,10 +33,11 @@ public sealed class OutboxMessage
         new(aggregateType, aggregateId, eventType, OutboxPayload.Json(payload, typeInfo));
 
     /// <summary>
-    /// The event id consumers deduplicate on. Version 7 by default: time-ordered, so the primary key index of the
-    /// outbox table grows at its end like a sequence instead of splitting pages at random.
+    /// The event id consumers deduplicate on. Version 7 by default (<see cref="OutboxId"/>): time-ordered, so the primary
+    /// key index of the outbox table grows at its end like a sequence instead of splitting pages at random, and
+    /// monotonic, so rows read back from the table by (created_at, id) come in the order they were written.
     /// </summary>
-    public Guid Id { get; init; } = Guid.CreateVersion7();
+    public Guid Id { get; init; } = OutboxId.New();
 
     public string AggregateType { get; }
     public string AggregateId { get; }

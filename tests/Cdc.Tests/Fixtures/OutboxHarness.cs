@@ -12,7 +12,8 @@ namespace Cdc.Tests.Fixtures;
 /// <summary>An outbox event a test writes.</summary>
 public sealed record TestEvent(string? AggregateType, string AggregateId, string EventType, string Payload = "{}", string? Headers = null)
 {
-    public Guid Id { get; init; } = Guid.NewGuid();
+    // Monotonic, like the writer library's: rows read back from the table come ordered by (created_at, id).
+    public Guid Id { get; init; } = Cdc.Outbox.OutboxId.New();
 }
 
 /// <summary>
