@@ -111,6 +111,21 @@ public sealed class KafkaOptions
 
     /// <summary>How topics that do not exist are created, when the cluster does not create them itself.</summary>
     public TopicOptions Topics { get; set; } = new();
+
+    /// <summary><c>ExactlyOnce</c>: each source transaction's events (and the checkpoint) in one Kafka transaction.</summary>
+    public DeliveryMode Delivery { get; set; } = DeliveryMode.AtLeastOnce;
+}
+
+/// <summary>How events reach Kafka.</summary>
+public enum DeliveryMode
+{
+    /// <summary>An idempotent producer; duplicates can follow a crash, consumers deduplicate on the id header.</summary>
+    AtLeastOnce,
+    /// <summary>
+    /// A transactional producer: each source transaction's events in one Kafka transaction with the checkpoint; after a
+    /// crash, source transactions already committed to Kafka are skipped. Consumers read with read_committed.
+    /// </summary>
+    ExactlyOnce,
 }
 
 /// <summary>
@@ -142,4 +157,13 @@ public sealed class RelayOptions
 
     /// <summary>Upper bound of the backoff between reconnects.</summary>
     public TimeSpan MaxRetryBackoff { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// Exactly-once delivery: consecutive source transactions share one Kafka transaction until it holds this many events
+    /// (a source transaction is never split, so one larger than this is a Kafka transaction of its own).
+    /// </summary>
+    public int TransactionMaxEvents { get; set; } = 5_000;
+
+    /// <summary>Exactly-once delivery: a Kafka transaction is committed once it is this old and no source transaction is half-read.</summary>
+    public TimeSpan TransactionLinger { get; set; } = TimeSpan.FromMilliseconds(100);
 }

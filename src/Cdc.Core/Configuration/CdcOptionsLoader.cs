@@ -80,6 +80,15 @@ public static partial class CdcOptionsLoader
             if (key.Length == 0 || value is null)
                 throw new CdcConfigurationException($"Cdc:Kafka:Topics:Config:{key}", "needs a value");
 
+        if (kafka.Delivery == DeliveryMode.ExactlyOnce)
+        {
+            if (kafka.Producer.TryGetValue("enable.idempotence", out var idempotence) && idempotence.Equals("false", StringComparison.OrdinalIgnoreCase))
+                throw new CdcConfigurationException("Cdc:Kafka:Producer:enable.idempotence", "cannot be false with Cdc:Kafka:Delivery=ExactlyOnce");
+            if (kafka.Producer.ContainsKey("transactional.id"))
+                throw new CdcConfigurationException("Cdc:Kafka:Producer:transactional.id",
+                    "is derived from the server, database and slot with Cdc:Kafka:Delivery=ExactlyOnce (so a second replica fences a zombie); do not set it");
+        }
+
         var relay = options.Relay;
         if (relay.MaxInFlightEvents < 1)
             throw new CdcConfigurationException("Cdc:Relay:MaxInFlightEvents", "must be at least 1");
@@ -91,6 +100,10 @@ public static partial class CdcOptionsLoader
             throw new CdcConfigurationException("Cdc:Relay:ShutdownTimeout", "must be positive");
         if (relay.MaxRetryBackoff <= TimeSpan.Zero)
             throw new CdcConfigurationException("Cdc:Relay:MaxRetryBackoff", "must be positive");
+        if (relay.TransactionMaxEvents < 1)
+            throw new CdcConfigurationException("Cdc:Relay:TransactionMaxEvents", "must be at least 1");
+        if (relay.TransactionLinger <= TimeSpan.Zero)
+            throw new CdcConfigurationException("Cdc:Relay:TransactionLinger", "must be positive");
 
         // Every event in flight is one record in librdkafka's queue: a queue smaller than the bound would refuse records
         // (QUEUE_FULL) that only its own deliveries can make room for.

@@ -75,6 +75,26 @@ public sealed class PositionTracker(int maxInFlightEvents, long maxInFlightBytes
         }
     }
 
+    /// <summary>
+    /// Holds the transaction back (it is not confirmable until <see cref="Release"/>) without counting an event in flight:
+    /// exactly-once delivery holds each source transaction until its Kafka transaction commits.
+    /// </summary>
+    public void Hold(Transaction transaction)
+    {
+        lock (_gate)
+            transaction.Pending++;
+    }
+
+    /// <summary>Lets a held transaction become confirmable once its events are acknowledged.</summary>
+    public void Release(Transaction transaction)
+    {
+        lock (_gate)
+        {
+            transaction.Pending--;
+            Advance();
+        }
+    }
+
     /// <summary>Kafka acknowledged one event of the transaction (or its dead letter).</summary>
     public void Acknowledge(Transaction transaction, int bytes)
     {

@@ -43,6 +43,7 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
     readonly RelayStatus _status;
     readonly ILogger _logger;
     readonly ConcurrentDictionary<string, byte> _knownTopics;
+    readonly ConcurrentDictionary<string, Refusal>? _refusals;
 
     readonly Lock _gate = new();
     readonly Dictionary<string, TopicGate> _topics = new(StringComparer.Ordinal);
@@ -57,11 +58,17 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
 
     /// <param name="createProducer">Builds the producer that reports to this publisher.</param>
     /// <param name="knownTopics">Topics known to exist (kept across sessions, so each is asked about once per process).</param>
+    /// <param name="refusals">
+    /// Set with exactly-once delivery: a Kafka transaction cannot be rewound record by record, so a refused record
+    /// aborts it (the session ends) and is remembered here, to be sent as what it must become when the transaction is
+    /// replayed (kept across sessions).
+    /// </param>
     public EventPublisher(
         Func<IDeliveryReports, IRecordProducer> createProducer, Func<IRecordProducer, ITopicAdmin> createAdmin,
         OutboxEventMapper mapper, PositionTracker tracker, CdcMetrics metrics, RelayStatus status, ILogger logger,
-        ConcurrentDictionary<string, byte> knownTopics)
+        ConcurrentDictionary<string, byte> knownTopics, ConcurrentDictionary<string, Refusal>? refusals = null)
     {
+        _refusals = refusals;
         _mapper = mapper;
         _tracker = tracker;
         _metrics = metrics;
@@ -219,6 +226,11 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
         }
         if (pending.Awaiter is not null)
             return; // the rewind waits for this one and resolves it itself
+        if (_refusals is not null)
+        {
+            RefusedInTransaction(pending, error, outcome);
+            return;
+        }
         lock (_gate)
         {
             _rewinding = true;
@@ -229,6 +241,84 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
             _failed.Add(pending);
         }
         Wake();
+    }
+
+    /// <summary>
+    /// Exactly-once delivery: remembers what the refused record must become when its transaction is replayed (sent again
+    /// as it is once after a refusal with its batch, else its dead letter, in smaller forms while those are refused
+    /// too), and ends the session, which aborts the Kafka transaction.
+    /// </summary>
+    void RefusedInTransaction(PendingEvent pending, Error error, DeliveryOutcome outcome)
+    {
+        if (outcome == DeliveryOutcome.Purged)
+            return; // taken back because the session is ending already
+        var id = pending.Event.EventId;
+        var previous = _refusals!.GetValueOrDefault(id);
+        var reason = $"Kafka refused the record on {pending.Event.Topic}: {error.Code} ({error.Reason})";
+        Refusal next;
+        if (outcome == DeliveryOutcome.UnknownTopic)
+        {
+            // Its topic is asked about again before the replay sends to it.
+            lock (_gate)
+                if (_topics.TryGetValue(pending.Record.Topic, out var topic))
+                    topic.Status = TopicStatus.Unchecked;
+            _knownTopics.TryRemove(pending.Record.Topic, out _);
+            Fail(new DeliveryFailedException($"Topic {pending.Record.Topic} is unknown to Kafka; the Kafka transaction is aborted and replayed"));
+            return;
+        }
+        if (pending.DeadLetter is { } mapped)
+        {
+            // The form that was sent: the mapper's dead letter, or a smaller one a refusal made it.
+            var form = previous?.Form is { } sent && sent > mapped ? sent : mapped;
+            if (form == DeadLetterForm.HeadersOnly)
+            {
+                Fail(new CdcStartupException(
+                    $"Kafka refused the dead letter of event {id} even as key and headers only on {pending.Record.Topic}: {error.Code} " +
+                    $"({error.Reason}). Stopping rather than skipping the event; check Cdc:Kafka:DeadLetterTopic and the topic's max.message.bytes"));
+                return;
+            }
+            next = (previous ?? new Refusal(null, reason, pending.DeadLetterReason ?? "rejected", 0)) with { Form = form + 1 };
+        }
+        else if (outcome == DeliveryOutcome.RetryAlone && previous is null)
+            next = new Refusal(null, reason, "too_large", 1); // sent again as it is, once
+        else
+            next = new Refusal(outcome == DeliveryOutcome.Rejected ? DeadLetterForm.Whole : DeadLetterForm.WithoutPayload, reason,
+                outcome == DeliveryOutcome.Rejected ? "rejected" : "too_large", (previous?.Refused ?? 0) + 1);
+        _refusals![id] = next;
+        Fail(new DeliveryFailedException($"{reason}; the Kafka transaction is aborted and replayed with the event " +
+                                         (next.Form is { } f ? $"dead-lettered ({Describe(f)})" : "sent again")));
+    }
+
+    /// <summary>
+    /// Exactly-once delivery: the record an event is sent as, given what Kafka refused of it before (its dead letter, in
+    /// the form reached). The same event otherwise.
+    /// </summary>
+    public MappingResult AsRefused(MappingResult mapped)
+    {
+        if (_refusals is not { IsEmpty: false })
+            return mapped;
+        var record = mapped.Record ?? mapped.DeadLetter!;
+        if (!_refusals.TryGetValue(record.EventId, out var refusal) || refusal.Form is not { } form)
+            return mapped;
+        var error = (_mapper.DeadLetterError(record) is { } first ? first + "; " : "") + refusal.Error +
+                    (form == DeadLetterForm.WithoutPayload || form == DeadLetterForm.HeadersOnly ? $"; sent {Describe(form)}" : "");
+        return new MappingResult(null, _mapper.DeadLetter(record, error, form), refusal.Reason);
+    }
+
+    /// <summary>
+    /// Exactly-once delivery: waits until events may be sent to the topic (a Kafka transaction cannot hold some of its
+    /// events back while it commits the rest, so a missing topic holds the stream).
+    /// </summary>
+    public Task WaitForTopicAsync(string topic, CancellationToken ct)
+    {
+        lock (_gate)
+        {
+            var gate = Gate(topic);
+            if (gate.Status == TopicStatus.Open)
+                return Task.CompletedTask;
+            gate.Opened ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            return gate.Opened.Task.WaitAsync(ct);
+        }
     }
 
     /// <inheritdoc />
@@ -463,6 +553,8 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
         }
         topic.Status = TopicStatus.Open;
         topic.BlockedBecause = null;
+        topic.Opened?.TrySetResult();
+        topic.Opened = null;
         topic.CheckBackoff = FirstTopicCheckBackoff;
         _knownTopics.TryAdd(topic.Topic, 0);
     }

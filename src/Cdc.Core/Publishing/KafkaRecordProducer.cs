@@ -17,11 +17,16 @@ public sealed class KafkaRecordProducer : IRecordProducer
     readonly ILogger _logger;
     bool _purgeUnavailableLogged;
 
-    public KafkaRecordProducer(KafkaOptions options, ILogger logger, IDeliveryReports reports, Action<long>? onQueueDepth = null)
+    /// <param name="transactionalId">Set for exactly-once delivery: the producer is then transactional.</param>
+    public KafkaRecordProducer(KafkaOptions options, ILogger logger, IDeliveryReports reports, Action<long>? onQueueDepth = null,
+        string? transactionalId = null)
     {
         _reports = reports;
         _logger = logger;
-        _producer = new ProducerBuilder<byte[], byte[]>(ProducerConfig(options))
+        var config = ProducerConfig(options);
+        if (transactionalId is not null)
+            config.TransactionalId = transactionalId;
+        _producer = new ProducerBuilder<byte[], byte[]>(config)
             .SetErrorHandler((_, error) => reports.ProducerError(error))
             .SetStatisticsHandler((_, json) => onQueueDepth?.Invoke(QueueDepth(json)))
             .SetLogHandler((_, message) => Log(logger, message))
@@ -74,6 +79,16 @@ public sealed class KafkaRecordProducer : IRecordProducer
                                "records queued behind a failed one may still be sent before it is sent again");
         }
     }
+
+    /// <summary>Produces a record of the connector's own without waiting (inside a Kafka transaction: it commits with it).</summary>
+    public void ProduceOwn(string topic, byte[] key, byte[] value, Action<Error> onDelivery) =>
+        _producer.Produce(topic, new Message<byte[], byte[]> { Key = key, Value = value }, report => onDelivery(report.Error));
+
+    // Exactly-once delivery. Blocking calls of Confluent.Kafka; the caller runs them off the delivery thread.
+    public void InitTransactions(TimeSpan timeout) => _producer.InitTransactions(timeout);
+    public void BeginTransaction() => _producer.BeginTransaction();
+    public void CommitTransaction(TimeSpan timeout) => _producer.CommitTransaction(timeout);
+    public void AbortTransaction(TimeSpan timeout) => _producer.AbortTransaction(timeout);
 
     /// <summary>Waits until every produced record has been reported, or the timeout passes. Returns what is left.</summary>
     public int Flush(TimeSpan timeout) => _producer.Flush(timeout);

@@ -17,6 +17,12 @@ public enum DeadLetterForm
 }
 
 /// <summary>
+/// What Kafka refused of an event under exactly-once delivery, and so what it is sent as when its transaction is
+/// replayed: <see cref="Form"/> of its dead letter, or (null) the event again.
+/// </summary>
+public sealed record Refusal(DeadLetterForm? Form, string Error, string Reason, int Refused);
+
+/// <summary>
 /// An event handed to the publisher: its record (the event's, or its dead letter once it became one), where to
 /// acknowledge it, and what its delivery reports decided so far.
 /// </summary>

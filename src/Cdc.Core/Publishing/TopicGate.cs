@@ -29,6 +29,9 @@ public sealed class TopicGate(string topic, TopicStatus status)
     /// <summary>Why the topic is blocked, while it is; for the log and /readyz.</summary>
     public string? BlockedBecause { get; set; }
 
+    /// <summary>Completes when the topic opens (exactly-once delivery waits for it instead of holding events back).</summary>
+    public TaskCompletionSource? Opened { get; set; }
+
     /// <summary>When to ask the cluster about a blocked topic again.</summary>
     public DateTime NextCheck { get; set; }
     public TimeSpan CheckBackoff { get; set; }

@@ -51,7 +51,7 @@ public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger,
         var backoff = InitialBackoff;
         string? lastProblem = null;
         var recoveryAnnounced = false;
-        var knownTopics = new ConcurrentDictionary<string, byte>(StringComparer.Ordinal);
+        var memory = new RelayMemory();
         while (!stopping.IsCancellationRequested)
         {
             TimeSpan delay;
@@ -59,7 +59,7 @@ public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger,
             RelaySession? session = null;
             try
             {
-                session = await RelaySession.OpenAsync(options, logger, metrics, status, knownTopics, stopping);
+                session = await RelaySession.OpenAsync(options, logger, metrics, status, memory, stopping);
                 await session.RunAsync(stopping, onStreaming: () =>
                 {
                     // Once per episode: a fault that recurs right after every start is not a new state each time.

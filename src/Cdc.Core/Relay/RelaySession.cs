@@ -9,6 +9,7 @@ using Cdc.Publishing;
 using Cdc.Replication;
 using Cdc.Table;
 using Cdc.Telemetry;
+using Confluent.Kafka;
 using Microsoft.Extensions.Logging;
 using Npgsql;
 using Npgsql.Replication;
@@ -37,6 +38,13 @@ sealed class RelaySession : IAsyncDisposable
     readonly EventPublisher _publisher;
     readonly KafkaRecordProducer _producer;
     readonly KafkaCheckpointStore _checkpoints;
+    readonly SlotIdentity _identity;
+    // Exactly-once delivery: the Kafka transactions, a plain producer for the checkpoints written outside them (at the
+    // slot's creation, before this replica may fence anyone), and the position below which source transactions are
+    // already committed to Kafka.
+    readonly KafkaTransactions? _transactions;
+    readonly Lazy<IProducer<byte[], byte[]>>? _plainProducer;
+    ulong _skipBelow;
     PreparedSlot _slot = null!;
     SlotReader _reader = null!;
     SlotConfirmer _confirmer = null!;
@@ -49,33 +57,54 @@ sealed class RelaySession : IAsyncDisposable
     SlotCheckpoint? _lastCheckpoint;
     long _lastCheckpointAt;
     Task _checkpointWrite = Task.CompletedTask;
+    // Set once the session may hand events over (exactly once: after the transactional producer is registered).
+    readonly TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     RelaySession(CdcOptions options, ILogger logger, CdcMetrics metrics, RelayStatus status, LogicalReplicationConnection connection,
-        ConcurrentDictionary<string, byte> knownTopics)
+        SlotIdentity identity, RelayMemory memory)
     {
         _options = options;
         _logger = logger;
         _metrics = metrics;
         _status = status;
         _connection = connection;
+        _identity = identity;
+        var exactlyOnce = options.Kafka.Delivery == DeliveryMode.ExactlyOnce;
         _mapper = new OutboxEventMapper(new TopicRouter(options.Kafka.TopicTemplate), options.Kafka.DeadLetterTopic);
         _tracker = new PositionTracker(options.Relay.MaxInFlightEvents, options.Relay.MaxInFlightBytes);
         KafkaRecordProducer? producer = null;
         _publisher = new EventPublisher(
-            reports => producer = new KafkaRecordProducer(options.Kafka, logger, reports, depth => status.ProducerQueueDepth = depth),
+            reports => producer = new KafkaRecordProducer(options.Kafka, logger, reports, depth => status.ProducerQueueDepth = depth,
+                exactlyOnce ? TransactionalId(identity) : null),
             _ => new KafkaTopicAdmin(producer!.Handle, options.Kafka.Topics),
-            _mapper, _tracker, metrics, status, logger, knownTopics);
+            _mapper, _tracker, metrics, status, logger, memory.KnownTopics, exactlyOnce ? memory.Refusals : null);
         _producer = producer!;
-        _checkpoints = new KafkaCheckpointStore(options.Kafka, _producer.ProduceAsync, _producer.Handle);
+        if (exactlyOnce)
+        {
+            _plainProducer = new(() => new ProducerBuilder<byte[], byte[]>(KafkaRecordProducer.ProducerConfig(options.Kafka)).Build());
+            _checkpoints = new KafkaCheckpointStore(options.Kafka,
+                async (topic, key, value) => await _plainProducer.Value.ProduceAsync(topic, new Message<byte[], byte[]> { Key = key, Value = value }),
+                _producer.Handle);
+            var timeout = options.Kafka.Producer.TryGetValue("transaction.timeout.ms", out var ms) && int.TryParse(ms, out var t) ? t : 60_000;
+            _transactions = new KafkaTransactions(_producer, _tracker, (lsn, time) => _identity.Checkpoint(lsn, time, _pendingRead),
+                options.Kafka.CheckpointTopic, options.Relay.TransactionMaxEvents, options.Relay.TransactionLinger,
+                TimeSpan.FromMilliseconds(timeout), metrics, logger);
+        }
+        else
+        {
+            _checkpoints = new KafkaCheckpointStore(options.Kafka, _producer.ProduceAsync, _producer.Handle);
+        }
     }
+
+    /// <summary>One per server, database and slot: a second replica's producer fences the first's (a zombie).</summary>
+    public static string TransactionalId(SlotIdentity identity) => $"cdc-{identity.SystemId}-{identity.Database}-{identity.Slot}";
 
     /// <summary>
     /// Opens a replication connection and a producer, checks that Kafka answers, reads the checkpoint, and prepares the
     /// server side: the publication, and the slot (found, found lost, or created).
     /// </summary>
     public static async Task<RelaySession> OpenAsync(
-        CdcOptions options, ILogger logger, CdcMetrics metrics, RelayStatus status, ConcurrentDictionary<string, byte> knownTopics,
-        CancellationToken ct)
+        CdcOptions options, ILogger logger, CdcMetrics metrics, RelayStatus status, RelayMemory memory, CancellationToken ct)
     {
         var table = await OutboxSlot.CheckServerAsync(options.Postgres, logger, ct);
         status.DatabaseReachable = true;
@@ -84,7 +113,10 @@ sealed class RelaySession : IAsyncDisposable
         try
         {
             await connection.Open(ct);
-            session = new RelaySession(options, logger, metrics, status, connection, knownTopics);
+            var system = await connection.IdentifySystem(ct);
+            var identity = new SlotIdentity(system.SystemId, system.DbName ?? new NpgsqlConnectionStringBuilder(options.Postgres.ConnectionString).Database ?? "",
+                options.Postgres.Slot);
+            session = new RelaySession(options, logger, metrics, status, connection, identity, memory);
             // Before the slot is looked at: whether a missing slot was lost is in the checkpoint, which is in Kafka.
             var brokers = await Task.Run(() => session._producer.CountBrokers(TimeSpan.FromSeconds(10)), ct);
             status.SetKafkaReachable(brokers > 0);
@@ -103,7 +135,7 @@ sealed class RelaySession : IAsyncDisposable
 
     async Task PrepareAsync(OutboxTable? table, CancellationToken ct)
     {
-        _slot = await OutboxSlot.EnsureSlotAsync(_options.Postgres, table, _connection, _checkpoints, _logger, ct);
+        _slot = await OutboxSlot.EnsureSlotAsync(_options.Postgres, table, _connection, _identity, _checkpoints, _logger, ct);
         if (_slot.Gap is not null)
             _metrics.SlotRecreated();
         _lastCheckpoint = _slot.Checkpoint;
@@ -137,6 +169,8 @@ sealed class RelaySession : IAsyncDisposable
         var publishing = _publisher.RunAsync(readCancel.Token);
         var confirming = ConfirmLoopAsync(confirmCancel.Token);
         var monitoring = _monitor.RunAsync(readCancel.Token);
+        using var lingerCancel = new CancellationTokenSource();
+        var transacting = _transactions?.RunAsync(lingerCancel.Token) ?? Task.Delay(Timeout.Infinite, lingerCancel.Token);
         var read = ReadAsync(readCancel.Token);
         try
         {
@@ -144,6 +178,9 @@ sealed class RelaySession : IAsyncDisposable
             // (A table read first is this replica's work already: it created the slot or found its read unfinished.)
             if (_slot.TableRead is null && await Task.WhenAny(read, Task.Delay(StartGrace, stopping)) == read)
                 await read;
+            if (_transactions is not null)
+                await StartExactlyOnceAsync(stopping);
+            _ready.TrySetResult();
             _status.Streaming = true;
             _status.Standby = false;
             _streamingSince = Stopwatch.GetTimestamp();
@@ -154,7 +191,7 @@ sealed class RelaySession : IAsyncDisposable
                 _options.Postgres.MessagePrefix.Length > 0 ? _options.Postgres.MessagePrefix : "(messages off)");
 
             var stopped = Task.Delay(Timeout.Infinite, stopping);
-            var first = await Task.WhenAny(read, stopped, _publisher.Failure, _monitor.Problem);
+            var first = await Task.WhenAny(read, stopped, _publisher.Failure, _monitor.Problem, transacting);
 
             // Stop taking new work; the watermark keeps following acknowledgements of what is in flight.
             _stopping = true;
@@ -162,12 +199,24 @@ sealed class RelaySession : IAsyncDisposable
 
             if (first == read)
                 throw await StreamEndedAsync(read);
+            if (first == transacting)
+                await transacting; // a Kafka transaction could not commit: the session ends (the replay skips what is in Kafka)
 
             if (first == stopped)
             {
                 var left = await _publisher.DrainAsync(_options.Relay.ShutdownTimeout);
                 if (left > 0)
                     _logger.LogWarning("Stopping with {Count} events not acknowledged; they will be sent again after restart", left);
+            }
+
+            if (_transactions is not null && first == stopped)
+            {
+                // The reading loop takes no new work: the open Kafka transaction holds whole source transactions and is
+                // committed, or one is half-read and it is aborted. The stream stays open for the last confirm.
+                await lingerCancel.CancelAsync();
+                await Quietly(transacting);
+                await _transactions.CompleteAsync(TimeSpan.FromSeconds(2));
+                await _publisher.DrainAsync(_options.Relay.ShutdownTimeout);
             }
 
             // One confirm at a time, and the last one after the loop's: the slot only ever moves forward.
@@ -186,47 +235,87 @@ sealed class RelaySession : IAsyncDisposable
             _status.Streaming = false;
             await confirmCancel.CancelAsync();
             await readCancel.CancelAsync();
+            await lingerCancel.CancelAsync();
             await Quietly(read);
             await Quietly(publishing);
             await Quietly(confirming);
             await Quietly(monitoring);
+            await Quietly(transacting);
             await Quietly(_checkpointWrite);
         }
+    }
+
+    /// <summary>
+    /// Exactly-once delivery, once this replica holds the slot: registers the transactional id (fencing a zombie and
+    /// aborting its open transaction), then reads the checkpoint as Kafka committed it, below which every source
+    /// transaction is already in Kafka and is skipped.
+    /// </summary>
+    async Task StartExactlyOnceAsync(CancellationToken ct)
+    {
+        await _transactions!.InitAsync(ct);
+        var mine = (await _checkpoints.ReadAsync(_identity.Database, _identity.Slot, ct)).LastOrDefault(c => c.SystemId == _identity.SystemId);
+        _skipBelow = mine?.ConfirmedLsn ?? 0;
+        _logger.LogInformation("Exactly-once delivery as {TransactionalId}: source transactions committed before {Lsn} are in Kafka already",
+            TransactionalId(_identity), new NpgsqlLogSequenceNumber(_skipBelow));
     }
 
     /// <summary>The whole path of an event: read from the slot, mapped, published; its transaction tracked for the confirm.</summary>
     async Task ReadAsync(CancellationToken ct)
     {
         if (_slot.TableRead is { } tableRead)
+        {
+            await _ready.Task.WaitAsync(ct);
             await RelayTableAsync(tableRead, ct);
+        }
 
         PositionTracker.Transaction? transaction = null;
+        var skipping = false;
         await foreach (var change in _reader.ReadAsync(ct))
         {
+            await _ready.Task.WaitAsync(ct);
             if (_stopping)
                 continue;
             switch (change.Kind)
             {
                 case SlotChangeKind.Begin:
                     transaction = _tracker.Begin(change.Transaction.CommitTime);
+                    // Exactly once: a source transaction committed to Kafka before a crash is not sent again.
+                    skipping = _transactions is not null && change.Transaction.CommitLsn < _skipBelow;
+                    if (transaction is not null && _transactions is not null && !skipping)
+                        await _transactions.BeginSourceAsync(transaction, ct);
                     break;
-                case SlotChangeKind.Row when transaction is not null:
-                    await _tracker.WaitForRoomAsync(ct);
-                    _publisher.Publish(_mapper.Map(change.Row!, change.Transaction), transaction, change.Transaction.CommitTime);
+                case SlotChangeKind.Row when transaction is not null && !skipping:
+                    await PublishAsync(_mapper.Map(change.Row!, change.Transaction), transaction, change.Transaction.CommitTime, ct);
                     break;
-                case SlotChangeKind.Message when transaction is not null:
-                    await _tracker.WaitForRoomAsync(ct);
-                    _publisher.Publish(_mapper.Map(change.Message!, change.Transaction, change.Lsn), transaction, change.Transaction.CommitTime);
+                case SlotChangeKind.Message when transaction is not null && !skipping:
+                    await PublishAsync(_mapper.Map(change.Message!, change.Transaction, change.Lsn), transaction, change.Transaction.CommitTime, ct);
                     break;
-                case SlotChangeKind.Signal when transaction is not null:
+                case SlotChangeKind.Signal when transaction is not null && !skipping:
                     await RepublishAsync(change, transaction, ct);
                     break;
                 case SlotChangeKind.Commit when transaction is not null:
-                    _tracker.Commit(transaction, change.Lsn);
+                    if (_transactions is not null && !skipping)
+                        await _transactions.EndSourceAsync(transaction, change.Lsn, change.Transaction.CommitTime);
+                    else
+                        _tracker.Commit(transaction, change.Lsn);
                     transaction = null;
+                    skipping = false;
                     break;
             }
         }
+    }
+
+    /// <summary>Hands an event to the publisher within the in-flight bounds (and, exactly once, to an open topic).</summary>
+    async Task PublishAsync(MappingResult mapped, PositionTracker.Transaction transaction, DateTime commitTime, CancellationToken ct)
+    {
+        await _tracker.WaitForRoomAsync(ct);
+        if (_transactions is not null)
+        {
+            mapped = _publisher.AsRefused(mapped);
+            await _publisher.WaitForTopicAsync((mapped.Record ?? mapped.DeadLetter!).Topic, ct);
+            _transactions.Counted();
+        }
+        _publisher.Publish(mapped, transaction, commitTime);
     }
 
     /// <summary>
@@ -242,7 +331,7 @@ sealed class RelaySession : IAsyncDisposable
         _tableReadTransaction = transaction;
         await using var connection = new NpgsqlConnection(_options.Postgres.ConnectionString);
         await connection.OpenAsync(ct);
-        await using var tx = await connection.BeginTransactionAsync(IsolationLevel.RepeatableRead, ct);
+        await using var tx = await connection.BeginTransactionAsync(System.Data.IsolationLevel.RepeatableRead, ct);
         if (read.SnapshotName is { } snapshot)
         {
             // Exactly the rows committed before the slot's consistent point; the slot streams those after it.
@@ -255,12 +344,20 @@ sealed class RelaySession : IAsyncDisposable
         long rows = 0, counted = 0;
         var progressAt = Stopwatch.GetTimestamp();
         var kind = origin == Origin.Snapshot ? "snapshot" : "backfill";
+        var inPart = 0;
         await foreach (var row in reader.ReadRangeAsync(connection, read.From, null, ct))
         {
-            await _tracker.WaitForRoomAsync(ct);
+            if (_transactions is not null && inPart == 0)
+                await _transactions.BeginSourceAsync(transaction, ct);
             var info = new TransactionInfo(0, 0, row.CreatedAt ?? started, origin);
-            _publisher.Publish(_mapper.Map(row, info), transaction, started);
+            await PublishAsync(_mapper.Map(row, info), transaction, started, ct);
             rows++;
+            // Exactly once: a long read goes in several Kafka transactions (rows of the table are no source transaction).
+            if (_transactions is not null && ++inPart >= _options.Relay.TransactionMaxEvents)
+            {
+                await _transactions.EndPartAsync();
+                inPart = 0;
+            }
             if (Stopwatch.GetElapsedTime(progressAt) > ProgressInterval)
             {
                 _metrics.TableRowsRead(kind, rows - counted);
@@ -270,6 +367,8 @@ sealed class RelaySession : IAsyncDisposable
             }
         }
         await tx.CommitAsync(ct);
+        if (_transactions is not null && inPart > 0)
+            await _transactions.EndPartAsync();
         _metrics.TableRowsRead(kind, rows - counted);
         _tracker.Commit(transaction, _slot.ConfirmedLsn);
         _logger.LogInformation("The {Kind} of {Table} read {Rows} rows in {Seconds:F1} s; streaming from the slot", read.Kind,
@@ -304,9 +403,8 @@ sealed class RelaySession : IAsyncDisposable
         long count = 0;
         await foreach (var row in rows)
         {
-            await _tracker.WaitForRoomAsync(ct);
             var info = change.Transaction with { CommitLsn = 0, CommitTime = row.CreatedAt ?? change.Transaction.CommitTime, Origin = Origin.Republish };
-            _publisher.Publish(_mapper.Map(row, info), transaction, change.Transaction.CommitTime);
+            await PublishAsync(_mapper.Map(row, info), transaction, change.Transaction.CommitTime, ct);
             count++;
         }
         _metrics.TableRowsRead("republish", count);
@@ -371,19 +469,27 @@ sealed class RelaySession : IAsyncDisposable
     /// </summary>
     SlotCheckpoint CurrentCheckpoint()
     {
+        NoticeTableReadDone();
+        return _slot.Identity.Checkpoint(_confirmer.Confirmed, _status.ConfirmedCommitTime ?? _lastCheckpoint?.CommitTime, _pendingRead);
+    }
+
+    /// <summary>Once every row of the table read is acknowledged (committed, exactly once), it is no longer pending.</summary>
+    void NoticeTableReadDone()
+    {
         if (_pendingRead is not null && _tableReadTransaction is { } read && _tracker.IsAcknowledged(read))
         {
             _logger.LogInformation("Every row of the {Kind} is acknowledged", _pendingRead.Kind);
             _pendingRead = null;
             _status.OpenGapFrom = null;
         }
-        return _slot.Identity.Checkpoint(_confirmer.Confirmed, _status.ConfirmedCommitTime ?? _lastCheckpoint?.CommitTime, _pendingRead);
     }
 
     /// <summary>Writes the checkpoint in the background when it changed, at most once a second, one write at a time.</summary>
     void MaybeWriteCheckpoint()
     {
-        if (!_checkpointWrite.IsCompleted || Stopwatch.GetElapsedTime(_lastCheckpointAt) < CheckpointInterval)
+        NoticeTableReadDone();
+        // Exactly once, the checkpoint goes in every Kafka transaction instead.
+        if (_transactions is not null || !_checkpointWrite.IsCompleted || Stopwatch.GetElapsedTime(_lastCheckpointAt) < CheckpointInterval)
             return;
         var checkpoint = CurrentCheckpoint();
         if (_lastCheckpoint is { } last && last with { WrittenAt = checkpoint.WrittenAt } == checkpoint)
@@ -409,6 +515,8 @@ sealed class RelaySession : IAsyncDisposable
     async Task WriteLastCheckpointAsync()
     {
         await Quietly(_checkpointWrite);
+        if (_transactions is not null)
+            return;
         var checkpoint = CurrentCheckpoint();
         if (_lastCheckpoint is { } last && last with { WrittenAt = checkpoint.WrittenAt } == checkpoint)
             return;
@@ -431,6 +539,9 @@ sealed class RelaySession : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         _publisher.Dispose();
+        _transactions?.Dispose();
+        if (_plainProducer is { IsValueCreated: true })
+            _plainProducer.Value.Dispose();
         await _connection.DisposeAsync();
     }
 }

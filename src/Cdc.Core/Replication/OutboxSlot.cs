@@ -64,12 +64,10 @@ public static class OutboxSlot
     /// its creation exported until it starts streaming).
     /// </summary>
     public static async Task<PreparedSlot> EnsureSlotAsync(PostgresOptions options, OutboxTable? outbox, LogicalReplicationConnection replication,
-        ICheckpointStore checkpoints, ILogger logger, CancellationToken ct)
+        SlotIdentity identity, ICheckpointStore checkpoints, ILogger logger, CancellationToken ct)
     {
         await using var connection = new NpgsqlConnection(options.ConnectionString);
         await connection.OpenAsync(ct);
-        var system = await replication.IdentifySystem(ct);
-        var identity = new SlotIdentity(system.SystemId, connection.Database, options.Slot);
         return await SlotLifecycle.EnsureAsync(connection, replication, options, outbox, identity, checkpoints, logger, ct);
     }
 

@@ -36,6 +36,7 @@ public sealed class CdcMetrics : IDisposable
     readonly Counter<long> _retentionDeleted;
     readonly Counter<long> _streamStarts;
     readonly Counter<long> _tableRows;
+    readonly Counter<long> _kafkaTransactions;
     readonly Histogram<double> _latency;
     readonly Histogram<double> _sendDuration;
     readonly ConcurrentDictionary<string, KeyValuePair<string, object?>[]> _topicTags = new(StringComparer.Ordinal);
@@ -66,6 +67,8 @@ public sealed class CdcMetrics : IDisposable
             "Times this replica took the slot and started streaming (the first start, after a restart, or taking over from another replica).");
         _tableRows = _meter.CreateCounter<long>("cdc.snapshot.rows", "{row}",
             "Rows read from the outbox table instead of the slot and handed to the producer, by origin (snapshot, backfill, republish).");
+        _kafkaTransactions = _meter.CreateCounter<long>("cdc.kafka.transactions", "{transaction}",
+            "Kafka transactions committed (Cdc:Kafka:Delivery=ExactlyOnce): one per source transaction or run of small ones.");
         _latency = _meter.CreateHistogram<double>("cdc.event.latency", "s",
             "End-to-end latency: from the PostgreSQL commit to the Kafka acknowledgement.",
             advice: new InstrumentAdvice<double>
@@ -84,6 +87,7 @@ public sealed class CdcMetrics : IDisposable
         _deliveryFailures.Add(0);
         _slotRecreations.Add(0);
         _streamStarts.Add(0);
+        _kafkaTransactions.Add(0);
 
         _meter.CreateObservableGauge("cdc.events.in_flight", () => status.InFlightEvents, "{event}",
             "Events produced and not yet acknowledged.");
@@ -124,6 +128,7 @@ public sealed class CdcMetrics : IDisposable
     public void SlotRecreated() => _slotRecreations.Add(1);
     public void RetentionDeleted(long rows) => _retentionDeleted.Add(rows);
     public void StreamStarted() => _streamStarts.Add(1);
+    public void KafkaTransactionCommitted() => _kafkaTransactions.Add(1);
     public void TableRowsRead(string origin, long rows) => _tableRows.Add(rows, new KeyValuePair<string, object?>("origin", origin));
     public void Restarted(string cause) => _restarts.Add(1, new KeyValuePair<string, object?>("cause", cause));
 

@@ -99,7 +99,7 @@ public sealed class TestServers
         await admin.CreateTopicsAsync([new TopicSpecification { Name = topic, NumPartitions = partitions, ReplicationFactor = 1 }]);
     }
 
-    static bool DockerAnswers()
+    internal static bool DockerAnswers()
     {
         try
         {
