@@ -1,0 +1,255 @@
+using System.Text;
+using Cdc.Configuration;
+using Cdc.Outbox.V1;
+using Cdc.Tests.Fixtures;
+using Npgsql;
+using NpgsqlTypes;
+using Xunit.Abstractions;
+
+namespace Cdc.Tests.EndToEnd;
+
+/// <summary>
+/// What operators do to a live outbox table (rotate it by rename, drop and re-create it, retype a column) and publications
+/// someone else created. The rule under test is the contract's first promise: a row committed to the outbox is either
+/// relayed, or the slot is not confirmed past it and the worker says why. Never skipped in silence.
+/// </summary>
+public class TableChangesWhileStreamingTests(ITestOutputHelper output, ServersFixture fixture) : IClassFixture<ServersFixture>
+{
+    static readonly TimeSpan Timeout = TimeSpan.FromSeconds(90);
+
+    static string Columns(string aggregateId = "text") => $"""
+        id             uuid        NOT NULL PRIMARY KEY,
+        aggregate_type text        NOT NULL,
+        aggregate_id   {aggregateId} NOT NULL,
+        event_type     text        NOT NULL,
+        payload        jsonb       NOT NULL,
+        headers        jsonb,
+        created_at     timestamptz NOT NULL DEFAULT now()
+        """;
+
+    static async Task<(List<TestEvent> Events, ulong Commit)> InsertAsync(string connectionString, string table, int count, string type)
+    {
+        var events = Enumerable.Range(0, count).Select(i => new TestEvent(type, $"a-{i % 3}", $"E{i}", $$"""{"i":{{i}}}""")).ToList();
+        await using var connection = new NpgsqlConnection(connectionString);
+        await connection.OpenAsync();
+        await using var tx = await connection.BeginTransactionAsync();
+        foreach (var e in events)
+        {
+            await using var insert = new NpgsqlCommand(
+                $"INSERT INTO {table} (id, aggregate_type, aggregate_id, event_type, payload) VALUES ($1, $2, $3, $4, $5::jsonb)", connection, tx);
+            insert.Parameters.AddWithValue(e.Id);
+            insert.Parameters.AddWithValue(e.AggregateType!);
+            insert.Parameters.AddWithValue(e.AggregateId);
+            insert.Parameters.AddWithValue(e.EventType);
+            insert.Parameters.AddWithValue(e.Payload);
+            await insert.ExecuteNonQueryAsync();
+        }
+        await tx.CommitAsync();
+        return (events, await InProcessRelay.CurrentWalLsnAsync(connectionString));
+    }
+
+    static async Task<ulong> ConfirmedAsync(CdcOptions options) =>
+        await Sql.ScalarAsync<object>(options.Postgres.ConnectionString,
+            "SELECT coalesce(confirmed_flush_lsn, '0/0') FROM pg_replication_slots WHERE slot_name = $1", options.Postgres.Slot)
+            is NpgsqlLogSequenceNumber lsn ? (ulong)lsn : 0;
+
+    static bool Stopped(InProcessRelay relay)
+    {
+        try
+        {
+            relay.AssertRunning();
+            return false;
+        }
+        catch (Xunit.Sdk.XunitException)
+        {
+            return true;
+        }
+    }
+
+    /// <summary>Waits until the relay stops on its own or the slot is confirmed at or past <paramref name="lsn"/>; returns whether it stopped.</summary>
+    static async Task<bool> StoppedOrConfirmedPastAsync(InProcessRelay relay, ulong lsn)
+    {
+        var deadline = DateTime.UtcNow + Timeout;
+        while (DateTime.UtcNow < deadline)
+        {
+            if (Stopped(relay))
+                return true;
+            if (await ConfirmedAsync(relay.Options) >= lsn)
+                return false;
+            await Task.Delay(100);
+        }
+        throw new TimeoutException("the relay neither stopped nor confirmed the slot past the rows");
+    }
+
+    [Fact]
+    public async Task Rotating_the_outbox_by_rename_and_create_while_streaming_never_confirms_past_rows_of_the_new_table()
+    {
+        // A common maintenance move (bloat, archiving): ALTER TABLE outbox RENAME TO outbox_old; CREATE TABLE outbox (...),
+        // and the new table is even added to the connector's publication. The service now writes to the new table.
+        var servers = await fixture.GetAsync();
+        var name = TestNames.Unique("rotate");
+        var table = $"public.{name}";
+        await Sql.ExecuteAsync(servers.PostgresConnectionString, $"CREATE TABLE {table} ({Columns()})");
+        var options = InProcessRelay.OptionsFor(servers, name, table);
+        await servers.CreateTopicAsync($"{name}.order", 3);
+        await using var relay = await InProcessRelay.StartAsync(options, output);
+        try
+        {
+            var (before, _) = await InsertAsync(servers.PostgresConnectionString, table, 5, "order");
+            await relay.WaitForCaughtUpAsync(Timeout);
+
+            await Sql.ExecuteAsync(servers.PostgresConnectionString, $"""
+                ALTER TABLE {table} RENAME TO {name}_old;
+                CREATE TABLE {table} ({Columns()});
+                ALTER PUBLICATION {options.Postgres.Publication} ADD TABLE {table};
+                """);
+            var (after, commit) = await InsertAsync(servers.PostgresConnectionString, table, 5, "order");
+
+            var stopped = await StoppedOrConfirmedPastAsync(relay, commit);
+            var delivered = DeliveryAssert.Ids(KafkaReader.ReadAll(servers.KafkaBootstrapServers, $"{name}.order"));
+            if (stopped)
+                Assert.True(await ConfirmedAsync(options) < commit, "the worker stopped, but only after confirming past rows it never relayed");
+            else
+                DeliveryAssert.EveryEventOnce(before.Concat(after), delivered);
+        }
+        finally
+        {
+            await relay.DisposeAsync();
+            await Sql.ExecuteAsync(servers.PostgresConnectionString, $"DROP TABLE IF EXISTS {table}, {name}_old");
+        }
+    }
+
+    [Fact]
+    public async Task Dropping_and_recreating_the_outbox_under_a_for_all_tables_publication_never_confirms_past_rows_of_the_new_table()
+    {
+        // The publication is the DBA's: FOR ALL TABLES, so the re-created table is published at once and its rows are
+        // in the stream. The worker may stop (it does, after up to 5 s), but must not confirm past those rows: a restart
+        // would then never see them.
+        var servers = await fixture.GetAsync();
+        var name = TestNames.Unique("recreate");
+        var table = $"public.{name}";
+        var options = InProcessRelay.OptionsFor(servers, name, table);
+        await Sql.ExecuteAsync(servers.PostgresConnectionString, $"""
+            CREATE TABLE {table} ({Columns()});
+            CREATE PUBLICATION {options.Postgres.Publication} FOR ALL TABLES WITH (publish = 'insert');
+            """);
+        await servers.CreateTopicAsync($"{name}.order", 3);
+        var relay = await InProcessRelay.StartAsync(options, output);
+        try
+        {
+            var (before, _) = await InsertAsync(servers.PostgresConnectionString, table, 5, "order");
+            await relay.WaitForCaughtUpAsync(Timeout);
+
+            await Sql.ExecuteAsync(servers.PostgresConnectionString, $"DROP TABLE {table}; CREATE TABLE {table} ({Columns()});");
+            var (after, commit) = await InsertAsync(servers.PostgresConnectionString, table, 5, "order");
+
+            // Whatever the first worker does, a worker started after it must relay the new table's rows.
+            var deadline = DateTime.UtcNow + Timeout;
+            while (!Stopped(relay) && DateTime.UtcNow < deadline)
+                await Task.Delay(200);
+            output.WriteLine($"first worker stopped: {Stopped(relay)}; confirmed {new NpgsqlLogSequenceNumber(await ConfirmedAsync(options))}, " +
+                             $"new rows committed before {new NpgsqlLogSequenceNumber(commit)}");
+            await relay.StopAsync().ContinueWith(_ => { });
+            await using var second = await InProcessRelay.StartAsync(options, output);
+            await second.WaitForConfirmedAsync(commit, Timeout);
+
+            var delivered = DeliveryAssert.Ids(KafkaReader.ReadAll(servers.KafkaBootstrapServers, $"{name}.order"));
+            DeliveryAssert.EveryEventOnce(before.Concat(after), delivered);
+        }
+        finally
+        {
+            await relay.DisposeAsync();
+            await Sql.ExecuteAsync(servers.PostgresConnectionString, $"DROP TABLE IF EXISTS {table}");
+        }
+    }
+
+    [Fact]
+    public async Task Retyping_aggregate_id_to_bigint_while_streaming_never_publishes_its_binary_form_as_the_key()
+    {
+        // At start a bigint aggregate_id is refused (Cdc:Postgres:Columns:AggregateId expects a text type). While streaming,
+        // the same change must not turn every key into the integer's 8 raw bytes (another partition, another key).
+        var servers = await fixture.GetAsync();
+        var name = TestNames.Unique("retype");
+        var table = $"public.{name}";
+        await Sql.ExecuteAsync(servers.PostgresConnectionString, $"CREATE TABLE {table} ({Columns()})");
+        var options = InProcessRelay.OptionsFor(servers, name, table);
+        await servers.CreateTopicAsync($"{name}.order", 3);
+        await using var relay = await InProcessRelay.StartAsync(options, output);
+        try
+        {
+            await Sql.ExecuteAsync(servers.PostgresConnectionString,
+                $"INSERT INTO {table} (id, aggregate_type, aggregate_id, event_type, payload) VALUES (gen_random_uuid(), 'order', '42', 'Before', '[]')");
+            await relay.WaitForCaughtUpAsync(Timeout);
+
+            await Sql.ExecuteAsync(servers.PostgresConnectionString, $"""
+                ALTER TABLE {table} ALTER COLUMN aggregate_id TYPE bigint USING aggregate_id::bigint;
+                INSERT INTO {table} (id, aggregate_type, aggregate_id, event_type, payload) VALUES (gen_random_uuid(), 'order', 42, 'After', '[]');
+                """);
+            var commit = await InProcessRelay.CurrentWalLsnAsync(servers.PostgresConnectionString);
+            var stopped = await StoppedOrConfirmedPastAsync(relay, commit);
+
+            var records = KafkaReader.ReadAll(servers.KafkaBootstrapServers, $"{name}.order");
+            foreach (var record in records)
+            {
+                var evt = OutboxEvent.Parser.ParseFrom(record.Message.Value);
+                Assert.Equal("42", Encoding.UTF8.GetString(record.Message.Key));
+                Assert.Equal("42", evt.AggregateId);
+            }
+            if (!stopped)
+                Assert.Equal(2, records.Count);
+        }
+        finally
+        {
+            await relay.DisposeAsync();
+            await Sql.ExecuteAsync(servers.PostgresConnectionString, $"DROP TABLE IF EXISTS {table}");
+        }
+    }
+
+    [Fact]
+    public async Task A_publication_whose_column_list_leaves_out_created_at_stops_the_worker_with_a_message_instead_of_restarting_forever()
+    {
+        // PostgreSQL 15 column lists: the DBA's publication publishes only some columns. Rows then arrive without
+        // created_at and headers; the worker can never read them, so it must say so and stop (as it does for a
+        // publication listing partitions), not restart the stream every few seconds for ever.
+        var servers = await fixture.GetAsync();
+        var name = TestNames.Unique("collist");
+        var table = $"public.{name}";
+        var options = InProcessRelay.OptionsFor(servers, name, table);
+        await Sql.ExecuteAsync(servers.PostgresConnectionString, $"""
+            CREATE TABLE {table} ({Columns()});
+            CREATE PUBLICATION {options.Postgres.Publication} FOR TABLE {table} (id, aggregate_type, aggregate_id, event_type, payload)
+              WITH (publish = 'insert');
+            """);
+        await servers.CreateTopicAsync($"{name}.order", 3);
+        InProcessRelay? relay = null;
+        try
+        {
+            try
+            {
+                relay = await InProcessRelay.StartAsync(options, output);
+            }
+            catch (Xunit.Sdk.XunitException e)
+            {
+                // Refused at start: what we want.
+                Assert.Contains("Publication", e.Message, StringComparison.OrdinalIgnoreCase);
+                return;
+            }
+            await InsertAsync(servers.PostgresConnectionString, table, 3, "order");
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+            while (!Stopped(relay) && DateTime.UtcNow < deadline)
+                await Task.Delay(200);
+            output.WriteLine($"stream restarts meanwhile: {relay.Logs.Count(l => l.Contains("Stream interrupted") || l.Contains("Still failing"))}");
+            Assert.True(Stopped(relay), "the worker kept restarting the stream for a minute instead of stopping with a message");
+            var e2 = Assert.Throws<Xunit.Sdk.XunitException>(relay.AssertRunning);
+            Assert.Contains("publication", e2.Message, StringComparison.OrdinalIgnoreCase);
+        }
+        finally
+        {
+            if (relay is not null)
+                await relay.DisposeAsync();
+            else
+                await InProcessRelay.DropSlotAndPublicationAsync(options);
+            await Sql.ExecuteAsync(servers.PostgresConnectionString, $"DROP TABLE IF EXISTS {table}");
+        }
+    }
+}
