@@ -164,4 +164,34 @@ public class DeliveryEdgeTests(ITestOutputHelper output, ServersFixture fixture)
         Assert.Contains("ClusterAuthorizationFailed", stopped!.Message);
         Assert.True(await outbox.ConfirmedFlushLsnAsync() < refused);
     }
+
+    [Theory]
+    [InlineData(ErrorCode.MsgSizeTooLarge)]
+    [InlineData(ErrorCode.InvalidRecord)]
+    public async Task A_batch_refused_as_a_whole_without_naming_a_record_is_retried_alone_and_nothing_is_dead_lettered(ErrorCode code)
+    {
+        // The contract: a record Kafka refuses as a whole batch is retried alone before it is judged. A broker that refuses a
+        // batch with INVALID_RECORD and no record_errors (a batch-level check) names no record: librdkafka gives every record
+        // of the batch INVALID_RECORD. Each of these rows succeeds alone.
+        var servers = await fixture.GetAsync();
+        using var cluster = MockKafkaCluster.Start(brokers: 1);
+        await using var outbox = await OutboxHarness.CreateAsync(servers, output, [], bootstrapServers: cluster.BootstrapServers,
+            configure: o => o.Kafka.Producer["max.in.flight.requests.per.connection"] = "1");
+        cluster.CreateTopic(outbox.Topic("order"), 1, 1);
+        cluster.CreateTopic(outbox.DeadLetterTopic, 1, 1);
+        await outbox.StartRelayAsync();
+        var warm = new TestEvent("order", "o-0", "Warm");
+        await outbox.WaitForConfirmedAsync(await outbox.CommitAsync(warm), Timeout);
+
+        cluster.PushRequestErrors(MockKafkaCluster.ProduceApiKey, code);
+        var written = Enumerable.Range(0, 5).Select(i => new TestEvent("order", "o-1", $"E{i}")).ToArray();
+        await outbox.WaitForConfirmedAsync(await outbox.CommitAsync(written), Timeout);
+
+        var records = outbox.ReadTopic(outbox.Topic("order"));
+        var dead = outbox.ReadTopic(outbox.DeadLetterTopic);
+        output.WriteLine($"{dead.Count} dead letters: {string.Join("; ", dead.Select(d => DeliveryAssert.Header(d, "error")))}");
+        Assert.Empty(dead);
+        DeliveryAssert.EveryEventOnce(written.Prepend(warm), DeliveryAssert.Ids(records));
+        DeliveryAssert.FirstDeliveriesInWrittenOrder(written, records);
+    }
 }
