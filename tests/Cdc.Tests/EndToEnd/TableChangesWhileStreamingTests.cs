@@ -252,4 +252,50 @@ public class TableChangesWhileStreamingTests(ITestOutputHelper output, ServersFi
             await Sql.ExecuteAsync(servers.PostgresConnectionString, $"DROP TABLE IF EXISTS {table}");
         }
     }
+
+    [Fact]
+    public async Task Rows_of_a_partition_detached_before_they_were_relayed_are_relayed_under_a_publication_without_publish_via_partition_root()
+    {
+        // A DBA's publication FOR TABLE outbox (publish_via_partition_root = false, accepted with an information line):
+        // rows arrive under each partition's relation id, and the worker asks the *current* catalog whether that relation
+        // is a partition of the outbox. A partition detached (archived, or split) after rows were committed to it but
+        // before the worker read them (it was stopped, or behind a Kafka outage) is then "another table": its rows are
+        // skipped and the slot confirmed past them.
+        var servers = await fixture.GetAsync();
+        var name = TestNames.Unique("detach");
+        var table = $"public.{name}";
+        var options = InProcessRelay.OptionsFor(servers, name, table);
+        await Sql.ExecuteAsync(servers.PostgresConnectionString, $"""
+            CREATE TABLE {table} ({Columns().Replace("uuid        NOT NULL PRIMARY KEY", "uuid NOT NULL")}, PRIMARY KEY (id, aggregate_type))
+              PARTITION BY LIST (aggregate_type);
+            CREATE TABLE {table}_order PARTITION OF {table} FOR VALUES IN ('order');
+            CREATE TABLE {table}_default PARTITION OF {table} DEFAULT;
+            CREATE PUBLICATION {options.Postgres.Publication} FOR TABLE {table} WITH (publish = 'insert');
+            """);
+        await servers.CreateTopicAsync($"{name}.order", 3);
+        await servers.CreateTopicAsync($"{name}.invoice", 3);
+        var relay = await InProcessRelay.StartAsync(options, output);
+        try
+        {
+            var (first, _) = await InsertAsync(servers.PostgresConnectionString, table, 3, "order");
+            await relay.WaitForCaughtUpAsync(Timeout);
+            await relay.StopAsync();
+
+            // While the worker is stopped: rows are committed, then their partition is detached (and kept).
+            var (whileStopped, _) = await InsertAsync(servers.PostgresConnectionString, table, 5, "order");
+            await Sql.ExecuteAsync(servers.PostgresConnectionString, $"ALTER TABLE {table} DETACH PARTITION {table}_order");
+            var (later, commit) = await InsertAsync(servers.PostgresConnectionString, table, 2, "invoice");
+
+            await using var second = await InProcessRelay.StartAsync(options, output);
+            await second.WaitForConfirmedAsync(commit, Timeout);
+            var orders = DeliveryAssert.Ids(KafkaReader.ReadAll(servers.KafkaBootstrapServers, $"{name}.order"));
+            DeliveryAssert.EveryEventOnce(first.Concat(whileStopped), orders);
+            DeliveryAssert.EveryEventOnce(later, DeliveryAssert.Ids(KafkaReader.ReadAll(servers.KafkaBootstrapServers, $"{name}.invoice")));
+        }
+        finally
+        {
+            await relay.DisposeAsync();
+            await Sql.ExecuteAsync(servers.PostgresConnectionString, $"DROP TABLE IF EXISTS {table}, {table}_order");
+        }
+    }
 }
