@@ -298,4 +298,87 @@ public class TableChangesWhileStreamingTests(ITestOutputHelper output, ServersFi
             await Sql.ExecuteAsync(servers.PostgresConnectionString, $"DROP TABLE IF EXISTS {table}, {table}_order");
         }
     }
+
+    [Fact]
+    public async Task A_text_id_json_columns_odd_headers_and_schema_changes_of_other_columns_while_streaming_lose_nothing()
+    {
+        // What held in review: text id, json (not jsonb) payload and headers, unicode keys, NULL headers, non-string header
+        // values; columns added, dropped and renamed (not the configured ones), TRUNCATE and VACUUM FULL while streaming.
+        var servers = await fixture.GetAsync();
+        var name = TestNames.Unique("shapes");
+        var table = $"public.{name}";
+        await Sql.ExecuteAsync(servers.PostgresConnectionString, $"""
+            CREATE TABLE {table} (id text PRIMARY KEY, note text, aggregate_type text NOT NULL, aggregate_id text NOT NULL,
+              event_type text NOT NULL, payload json NOT NULL, headers json, created_at timestamptz NOT NULL DEFAULT now());
+            """);
+        var options = InProcessRelay.OptionsFor(servers, name, table);
+        await servers.CreateTopicAsync($"{name}.order", 3);
+        await using var relay = await InProcessRelay.StartAsync(options, output);
+        try
+        {
+            var expected = new List<(string Id, string Key, string? Headers)>();
+            async Task Insert(string id, string key, string? headers)
+            {
+                await using var connection = new NpgsqlConnection(servers.PostgresConnectionString);
+                await connection.OpenAsync();
+                await using var insert = new NpgsqlCommand(
+                    $"INSERT INTO {table} (id, aggregate_type, aggregate_id, event_type, payload, headers) VALUES ($1, 'order', $2, 'E', '{{\"a\": [1, 2]}}', $3::json)",
+                    connection);
+                insert.Parameters.AddWithValue(id);
+                insert.Parameters.AddWithValue(key);
+                insert.Parameters.Add(new NpgsqlParameter { Value = (object?)headers ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Text });
+                await insert.ExecuteNonQueryAsync();
+                expected.Add((id, key, headers));
+            }
+            await Insert("order-1", "ünïcødé-🚀", """{"traceparent": "00-abc", "n": 1.50, "b": true, "o": {"x": [1, {"y": null}]}, "nul": null, "": "empty name"}""");
+            await Insert("order-2", "k", null);
+            await Insert("order-3", "k", "null");
+            await Sql.ExecuteAsync(servers.PostgresConnectionString, $"ALTER TABLE {table} ADD COLUMN extra int DEFAULT 7");
+            await Insert("order-4", "k", "{}");
+            await Sql.ExecuteAsync(servers.PostgresConnectionString, $"ALTER TABLE {table} DROP COLUMN note");
+            await Insert("order-5", "k", null);
+            await Sql.ExecuteAsync(servers.PostgresConnectionString, $"ALTER TABLE {table} RENAME COLUMN extra TO extra2");
+            await Insert("order-6", "k", null);
+            await Sql.ExecuteAsync(servers.PostgresConnectionString, $"TRUNCATE {table}");
+            await Insert("order-7", "k", null);
+            await Sql.ExecuteAsync(servers.PostgresConnectionString, $"VACUUM FULL {table}");
+            await Insert("order-8", "k", null);
+            await relay.WaitForCaughtUpAsync(Timeout);
+
+            var records = KafkaReader.ReadAll(servers.KafkaBootstrapServers, $"{name}.order").ToDictionary(r => DeliveryAssert.Header(r, "id"));
+            Assert.Equal(expected.Select(e => e.Id).Order(), records.Keys.Order());
+            var first = records["order-1"];
+            Assert.Equal("ünïcødé-🚀", Encoding.UTF8.GetString(first.Message.Key));
+            var evt = OutboxEvent.Parser.ParseFrom(first.Message.Value);
+            Assert.Equal("00-abc", evt.Headers["traceparent"]);
+            Assert.Equal("1.50", evt.Headers["n"]);
+            Assert.Equal("true", evt.Headers["b"]);
+            Assert.Equal("""{"x": [1, {"y": null}]}""", evt.Headers["o"]);
+            Assert.Equal("null", evt.Headers["nul"]);
+            Assert.Equal("""{"a": [1, 2]}""", evt.Payload.ToStringUtf8());
+            Assert.Equal("1.50", DeliveryAssert.Header(first, "n"));
+        }
+        finally
+        {
+            await Sql.ExecuteAsync(servers.PostgresConnectionString, $"DROP TABLE IF EXISTS {table}");
+        }
+    }
+
+    [Fact]
+    public async Task A_headers_object_with_a_deeply_nested_value_is_published_with_the_value_as_its_json_text()
+    {
+        // The contract: header values that are not strings travel as their JSON text. jsonb accepts any depth; the mapper's
+        // Utf8JsonReader stops at 64 levels and the row goes to the dead-letter topic as "headers is not valid JSON".
+        var servers = await fixture.GetAsync();
+        await using var outbox = await OutboxHarness.CreateAsync(servers, output, ["order"]);
+        await outbox.StartRelayAsync();
+        var deep = string.Concat(Enumerable.Repeat("[", 70)) + "1" + string.Concat(Enumerable.Repeat("]", 70));
+        var nested = new TestEvent("order", "o-1", "Nested", "{}", $$"""{"traceparent":"00-abc","context":{{deep}}}""");
+        await outbox.WaitForConfirmedAsync(await outbox.CommitAsync(nested), Timeout);
+
+        var dead = outbox.ReadTopic(outbox.DeadLetterTopic);
+        Assert.True(dead.Count == 0, $"dead-lettered: {string.Join("; ", dead.Select(d => DeliveryAssert.Header(d, "error")))}");
+        var record = Assert.Single(outbox.ReadTopic(outbox.Topic("order")));
+        Assert.Equal("00-abc", DeliveryAssert.Header(record, "traceparent"));
+    }
 }
