@@ -194,4 +194,55 @@ public class DeliveryEdgeTests(ITestOutputHelper output, ServersFixture fixture)
         DeliveryAssert.EveryEventOnce(written.Prepend(warm), DeliveryAssert.Ids(records));
         DeliveryAssert.FirstDeliveriesInWrittenOrder(written, records);
     }
+
+    [Fact]
+    public async Task A_batch_refused_as_too_large_under_load_never_lets_a_later_event_of_an_aggregate_reach_Kafka_first()
+    {
+        // A batch refused as too large (a topic's max.message.bytes below the producer's batch size does this under load)
+        // is a permanent error in librdkafka: it bumps the idempotent producer's epoch and goes on sending the next batches
+        // of the partition at once. The publisher purges the producer when the refusal's delivery report reaches it, which
+        // can be after that next batch went out: the later events reach Kafka before the refused ones are sent again alone.
+        // One request in flight per connection (the mock's sequence caveat does not apply); one injected error at a time.
+        var servers = await fixture.GetAsync();
+        using var cluster = MockKafkaCluster.Start(brokers: 3);
+        await using var outbox = await OutboxHarness.CreateAsync(servers, output, [], bootstrapServers: cluster.BootstrapServers,
+            configure: o =>
+            {
+                o.Kafka.Producer["max.in.flight.requests.per.connection"] = "1";
+                o.Kafka.Producer["linger.ms"] = "0"; // more, smaller batches queued behind the refused one
+            });
+        cluster.CreateTopic(outbox.Topic("order"), 6, 3);
+        cluster.CreateTopic(outbox.DeadLetterTopic, 1, 3);
+        await outbox.StartRelayAsync();
+
+        var written = new List<TestEvent>();
+        for (var round = 0; round < 30; round++)
+        {
+            cluster.PushRequestErrors(MockKafkaCluster.ProduceApiKey, round % 2 == 0 ? ErrorCode.MsgSizeTooLarge : ErrorCode.RecordListTooLarge);
+            ulong lastCommit = 0;
+            for (var t = 0; t < 8; t++)
+            {
+                var batch = Enumerable.Range(0, 8).Select(i => new TestEvent("order", $"o-{(t + i) % 9}", $"R{round}T{t}E{i}")).ToArray();
+                written.AddRange(batch);
+                lastCommit = await outbox.CommitAsync(batch);
+            }
+            await outbox.WaitForConfirmedAsync(lastCommit, Timeout);
+        }
+
+        var records = outbox.ReadTopic(outbox.Topic("order"));
+        Assert.Empty(outbox.ReadTopic(outbox.DeadLetterTopic));
+        var duplicates = DeliveryAssert.EveryEventOnce(written, DeliveryAssert.Ids(records));
+        output.WriteLine($"{written.Count} written, {duplicates} duplicates");
+        foreach (var aggregate in written.GroupBy(e => e.AggregateId))
+        {
+            // For the report: where each event of an aggregate whose first deliveries are out of order landed.
+            var expected = aggregate.Select(e => e.Id.ToString()).ToList();
+            var copies = records.Where(r => expected.Contains(DeliveryAssert.Header(r, "id"))).OrderBy(r => r.Offset.Value).ToList();
+            var firsts = copies.Select(r => DeliveryAssert.Header(r, "id")).Distinct().ToList();
+            if (!firsts.SequenceEqual(expected))
+                output.WriteLine($"{aggregate.Key}: " + string.Join(" ", copies.Select(r =>
+                    $"{DeliveryAssert.Header(r, "event_type")}@{r.Partition.Value}:{r.Offset.Value}")));
+        }
+        DeliveryAssert.FirstDeliveriesInWrittenOrder(written, records);
+    }
 }
