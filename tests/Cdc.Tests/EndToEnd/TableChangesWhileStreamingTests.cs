@@ -381,4 +381,49 @@ public class TableChangesWhileStreamingTests(ITestOutputHelper output, ServersFi
         var record = Assert.Single(outbox.ReadTopic(outbox.Topic("order")));
         Assert.Equal("00-abc", DeliveryAssert.Header(record, "traceparent"));
     }
+
+    [Fact]
+    public async Task A_table_attached_as_a_partition_after_it_was_written_to_is_relayed_under_a_for_all_tables_publication()
+    {
+        // A DBA's FOR ALL TABLES publication (publish_via_partition_root is off by default): every table's inserts are in
+        // the stream under their own relation. A table that is written to before it is attached as a partition (loaded,
+        // then attached: the usual way to add a partition without a long lock) was filed as "not the outbox" for the rest
+        // of the session, so the rows routed to it once it is a partition are skipped and the slot confirmed past them.
+        var servers = await fixture.GetAsync();
+        var name = TestNames.Unique("attach");
+        var table = $"public.{name}";
+        var options = InProcessRelay.OptionsFor(servers, name, table);
+        await Sql.ExecuteAsync(servers.PostgresConnectionString, $"""
+            CREATE TABLE {table} ({Columns().Replace("uuid        NOT NULL PRIMARY KEY", "uuid NOT NULL")}, PRIMARY KEY (id, aggregate_type))
+              PARTITION BY LIST (aggregate_type);
+            CREATE TABLE {table}_order PARTITION OF {table} FOR VALUES IN ('order');
+            CREATE PUBLICATION {options.Postgres.Publication} FOR ALL TABLES WITH (publish = 'insert');
+            """);
+        await servers.CreateTopicAsync($"{name}.order", 3);
+        await servers.CreateTopicAsync($"{name}.invoice", 3);
+        await using var relay = await InProcessRelay.StartAsync(options, output);
+        try
+        {
+            var (orders, _) = await InsertAsync(servers.PostgresConnectionString, table, 3, "order");
+            // The new partition is created on its own, loaded with a row of its own, then attached.
+            await Sql.ExecuteAsync(servers.PostgresConnectionString, $"""
+                CREATE TABLE {table}_invoice (LIKE {table} INCLUDING DEFAULTS);
+                INSERT INTO {table}_invoice (id, aggregate_type, aggregate_id, event_type, payload) VALUES (gen_random_uuid(), 'invoice', 'seed', 'Seed', '[]');
+                DELETE FROM {table}_invoice;
+                """);
+            await relay.WaitForCaughtUpAsync(Timeout);
+            await Sql.ExecuteAsync(servers.PostgresConnectionString,
+                $"ALTER TABLE {table} ATTACH PARTITION {table}_invoice FOR VALUES IN ('invoice')");
+            var (invoices, commit) = await InsertAsync(servers.PostgresConnectionString, table, 4, "invoice");
+            await relay.WaitForConfirmedAsync(commit, Timeout);
+
+            DeliveryAssert.EveryEventOnce(orders, DeliveryAssert.Ids(KafkaReader.ReadAll(servers.KafkaBootstrapServers, $"{name}.order")));
+            DeliveryAssert.EveryEventOnce(invoices, DeliveryAssert.Ids(KafkaReader.ReadAll(servers.KafkaBootstrapServers, $"{name}.invoice")));
+        }
+        finally
+        {
+            await relay.DisposeAsync();
+            await Sql.ExecuteAsync(servers.PostgresConnectionString, $"DROP TABLE IF EXISTS {table}");
+        }
+    }
 }
