@@ -20,6 +20,7 @@ public static partial class CdcOptionsLoader
             var key = KeyInBinderMessage().Match(e.Message) is { Success: true } m ? m.Groups[1].Value : CdcOptions.Section;
             throw new CdcConfigurationException(key, e.InnerException?.Message ?? e.Message, e);
         }
+        BindSchemaRegistryProperties(configuration, options.Kafka.SchemaRegistry);
         Validate(options);
         return options;
     }
@@ -49,7 +50,8 @@ public static partial class CdcOptionsLoader
             throw new CdcConfigurationException("Cdc:Postgres:Retention", "must be positive (or unset to keep every row)");
 
         foreach (var (name, value) in pg.Columns.Named())
-            Require($"Cdc:Postgres:Columns:{name}", value);
+            if (name != nameof(OutboxColumns.Headers)) // empty: the table has no headers column
+                Require($"Cdc:Postgres:Columns:{name}", value);
 
         var kafka = options.Kafka;
         Require("Cdc:Kafka:BootstrapServers", kafka.BootstrapServers);
@@ -70,6 +72,8 @@ public static partial class CdcOptionsLoader
         foreach (var (key, value) in kafka.Topics.Config)
             if (key.Length == 0 || value is null)
                 throw new CdcConfigurationException($"Cdc:Kafka:Topics:Config:{key}", "needs a value");
+
+        ValidateRecordFormat(options);
 
         var relay = options.Relay;
         if (relay.MaxInFlightEvents < 1)

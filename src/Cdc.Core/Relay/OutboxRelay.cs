@@ -51,6 +51,8 @@ public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger,
         var backoff = InitialBackoff;
         string? lastProblem = null;
         var knownTopics = new ConcurrentDictionary<string, byte>(StringComparer.Ordinal);
+        // Schema ids, like known topics, outlive sessions: each subject is asked about once per process.
+        using var schemas = RegistryValueSchemas.For(options.Kafka, logger);
         while (!stopping.IsCancellationRequested)
         {
             TimeSpan delay;
@@ -58,7 +60,7 @@ public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger,
             RelaySession? session = null;
             try
             {
-                session = await RelaySession.OpenAsync(options, logger, metrics, status, knownTopics, stopping);
+                session = await RelaySession.OpenAsync(options, logger, metrics, status, knownTopics, stopping, schemas);
                 await session.RunAsync(stopping, onStreaming: () =>
                 {
                     if (lastProblem is not null)

@@ -38,22 +38,25 @@ sealed class RelaySession : IAsyncDisposable
     long _streamingSince;
 
     RelaySession(CdcOptions options, ILogger logger, CdcMetrics metrics, RelayStatus status, LogicalReplicationConnection connection,
-        PreparedSlot slot, ConcurrentDictionary<string, byte> knownTopics)
+        PreparedSlot slot, ConcurrentDictionary<string, byte> knownTopics, IValueSchemas? schemas)
     {
         _options = options;
         _logger = logger;
         _metrics = metrics;
         _status = status;
         _connection = connection;
-        var relations = slot.Table is { } table ? new OutboxRelations(table, options.Postgres.Columns, options.Postgres.ConnectionString, logger) : null;
+        var format = RecordFormat.From(options);
+        var relations = slot.Table is { } table
+            ? new OutboxRelations(table, options.Postgres.Columns, options.Postgres.ConnectionString, logger, format.Placements)
+            : null;
         _reader = new SlotReader(connection, options.Postgres, relations);
-        _mapper = new OutboxEventMapper(new TopicRouter(options.Kafka.TopicTemplate), options.Kafka.DeadLetterTopic);
+        _mapper = new OutboxEventMapper(new TopicRouter(options.Kafka.TopicTemplate), options.Kafka.DeadLetterTopic, format);
         _tracker = new PositionTracker(options.Relay.MaxInFlightEvents, options.Relay.MaxInFlightBytes);
         KafkaRecordProducer? producer = null;
         _publisher = new EventPublisher(
             reports => producer = new KafkaRecordProducer(options.Kafka, logger, reports, depth => status.ProducerQueueDepth = depth),
             _ => new KafkaTopicAdmin(producer!.Handle, options.Kafka.Topics),
-            _mapper, _tracker, metrics, status, logger, knownTopics);
+            _mapper, _tracker, metrics, status, logger, knownTopics, schemas);
         _producer = producer!;
         _confirmer = SlotConfirmer.For(connection, slot.ConfirmedLsn);
         _monitor = new SlotHealthMonitor(options.Postgres, slot.Table, status, logger);
@@ -63,9 +66,9 @@ sealed class RelaySession : IAsyncDisposable
     /// <summary>Prepares the server side, opens a replication connection and a producer, and checks that Kafka answers.</summary>
     public static async Task<RelaySession> OpenAsync(
         CdcOptions options, ILogger logger, CdcMetrics metrics, RelayStatus status, ConcurrentDictionary<string, byte> knownTopics,
-        CancellationToken ct)
+        CancellationToken ct, IValueSchemas? schemas = null)
     {
-        var slot = await OutboxSlot.PrepareAsync(options.Postgres, logger, ct);
+        var slot = await OutboxSlot.PrepareAsync(options.Postgres, logger, ct, AdditionalPlacement.Parse(options.Kafka.AdditionalPlacement, options.Kafka.ValueFormat));
         if (slot.Gap is not null)
             metrics.SlotRecreated();
         status.DatabaseReachable = true;
@@ -73,7 +76,7 @@ sealed class RelaySession : IAsyncDisposable
         try
         {
             await connection.Open(ct);
-            var session = new RelaySession(options, logger, metrics, status, connection, slot, knownTopics);
+            var session = new RelaySession(options, logger, metrics, status, connection, slot, knownTopics, schemas);
             try
             {
                 // Fail here, before reading anything, when no broker answers.

@@ -26,9 +26,21 @@ sealed class OutboxRelationLayout
     // Built-in type OIDs (pg_type.h); stable across PostgreSQL versions.
     public const uint UuidOid = 2950, JsonbOid = 3802, JsonOid = 114, ByteaOid = 17, TimestampTzOid = 1184;
 
-    OutboxRelationLayout(OutboxColumn[] columns) => Columns = columns;
+    OutboxRelationLayout(OutboxColumn[] columns)
+    {
+        Columns = columns;
+        PlacedAt = new int[]?[columns.Length];
+        TypeIds = new uint[columns.Length];
+        ColumnNames = new string[columns.Length];
+    }
 
     public OutboxColumn[] Columns { get; }
+    /// <summary>Per column: the placements (indexes into <see cref="OutboxRow.Placed"/>) its value goes to, or null.</summary>
+    public int[]?[] PlacedAt { get; }
+    public uint[] TypeIds { get; }
+    public string[] ColumnNames { get; }
+    /// <summary>How many columns are placed (<c>Cdc:Kafka:AdditionalPlacement</c>).</summary>
+    public int PlacementCount { get; private set; }
     public bool IdIsUuid { get; private set; }
     public PayloadKind PayloadKind { get; private set; }
     /// <summary>jsonb's binary form starts with a version byte before the JSON text.</summary>
@@ -39,7 +51,7 @@ sealed class OutboxRelationLayout
     /// The layout of an outbox relation, or throws when the relation lacks a configured column or has one of a type
     /// the connector cannot read (the table changed under the stream: rows read with a wrong layout would be lost).
     /// </summary>
-    public static OutboxRelationLayout For(RelationMessage relation, OutboxColumns names)
+    public static OutboxRelationLayout For(RelationMessage relation, OutboxColumns names, IReadOnlyList<Placement>? placements = null)
     {
         var columns = new OutboxColumn[relation.Columns.Count];
         var layout = new OutboxRelationLayout(columns);
@@ -57,6 +69,8 @@ sealed class OutboxRelationLayout
                 : name == names.CreatedAt ? OutboxColumn.CreatedAt
                 : OutboxColumn.Other;
             columns[i] = role;
+            layout.TypeIds[i] = column.DataTypeId;
+            layout.ColumnNames[i] = name;
             found.Add(role);
             switch (role)
             {
@@ -90,6 +104,22 @@ sealed class OutboxRelationLayout
         Require(OutboxColumn.CreatedAt, names.CreatedAt);
         if (names.Headers.Length > 0)
             Require(OutboxColumn.Headers, names.Headers);
+        for (var p = 0; p < (placements?.Count ?? 0); p++)
+        {
+            var placement = placements![p];
+            var at = Array.IndexOf(layout.ColumnNames, placement.Column);
+            if (at < 0)
+            {
+                missing.Add(placement.Column);
+                continue;
+            }
+            var type = layout.TypeIds[at];
+            if (!PlacedColumns.Decodes(type) || (placement.Target == PlacementTarget.Partition && !PlacedColumns.IsInteger(type)))
+                throw new InvalidDataException(
+                    $"placed column {relation.Namespace}.{relation.RelationName}.{placement.Column} changed to a type it cannot be placed as (type oid {type})");
+            layout.PlacedAt[at] = [.. layout.PlacedAt[at] ?? [], p];
+        }
+        layout.PlacementCount = placements?.Count ?? 0;
         if (missing.Count > 0)
             throw new InvalidDataException(
                 $"relation {relation.Namespace}.{relation.RelationName} has no column {string.Join(", ", missing)} any more (renamed or dropped)");

@@ -30,8 +30,9 @@ public static class OutboxSlot
 {
     static readonly HashSet<string> TextTypes = ["text", "character varying", "character", "name"];
 
-    /// <summary>Checks and creates what streaming needs.</summary>
-    public static async Task<PreparedSlot> PrepareAsync(PostgresOptions options, ILogger logger, CancellationToken ct)
+    /// <summary>Checks and creates what streaming needs; <paramref name="placements"/>: the placed columns, checked too.</summary>
+    public static async Task<PreparedSlot> PrepareAsync(PostgresOptions options, ILogger logger, CancellationToken ct,
+        IReadOnlyList<Mapping.Placement>? placements = null)
     {
         var table = options.OutboxTable;
         await using var connection = new NpgsqlConnection(options.ConnectionString);
@@ -51,7 +52,7 @@ public static class OutboxSlot
 
         var outbox = table is { } name ? await FindTableAsync(connection, name, ct) : null;
         if (outbox is not null)
-            await CheckColumnsAsync(connection, outbox, options.Columns, ct);
+            await CheckColumnsAsync(connection, outbox, options.Columns, placements ?? [], ct);
         await EnsurePublicationAsync(connection, options.Publication, outbox, logger, ct);
         var gap = await EnsureSlotAsync(connection, options, logger, ct);
         return new PreparedSlot(await ConfirmedLsnAsync(connection, options.Slot, ct), outbox, gap);
@@ -77,7 +78,8 @@ public static class OutboxSlot
         return await command.ExecuteScalarAsync(ct) is NpgsqlLogSequenceNumber lsn ? (ulong)lsn : 0;
     }
 
-    static async Task CheckColumnsAsync(NpgsqlConnection connection, OutboxTable outbox, OutboxColumns names, CancellationToken ct)
+    static async Task CheckColumnsAsync(
+        NpgsqlConnection connection, OutboxTable outbox, OutboxColumns names, IReadOnlyList<Mapping.Placement> placements, CancellationToken ct)
     {
         var table = outbox.Name;
         await using var command = new NpgsqlCommand(
@@ -100,7 +102,9 @@ public static class OutboxSlot
         Expect("AggregateId", names.AggregateId, TextTypes);
         Expect("EventType", names.EventType, TextTypes);
         Expect("Payload", names.Payload, ["jsonb", "json", "bytea"]);
-        Expect("Headers", names.Headers, ["jsonb", "json"]);
+        if (names.Headers.Length > 0) // empty: the table has no headers column
+            Expect("Headers", names.Headers, ["jsonb", "json"]);
+        PlacedColumns.Check(table, columns, placements);
         if (columns.GetValueOrDefault(names.CreatedAt) == "timestamp without time zone")
             throw new CdcConfigurationException("Cdc:Postgres:Columns:CreatedAt",
                 $"column {table}.{names.CreatedAt} is timestamp without time zone; it must be timestamptz, since a time without " +
