@@ -124,7 +124,8 @@ public sealed class RegistryValueSchemas : IValueSchemas, IDisposable
             return (await _client.GetLatestSchemaAsync(subject)).Id;
         if (_options.Registers)
             return await _client.RegisterSchemaAsync(subject, _schema, normalize: false);
-        return (await _client.LookupSchemaAsync(subject, _schema, ignoreDeletedSchemas: true, normalize: false)).Id;
+        // As Confluent's serializers look up when they do not register.
+        return (await _client.LookupSchemaAsync(subject, _schema, ignoreDeletedSchemas: false, normalize: false)).Id;
     }
 
     string Describe(string subject) => _options.UseLatestVersion
