@@ -23,9 +23,12 @@ public static partial class CdcOptionsLoader
         var registry = kafka.SchemaRegistry;
         if (registry.Enabled)
         {
-            foreach (var url in registry.Url.Split(',', StringSplitOptions.TrimEntries))
-                if (!Uri.TryCreate(url, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
-                    throw new CdcConfigurationException($"{RegistrySection}:Url", $"'{url}' is not an http:// or https:// URL");
+            var urls = registry.Url.Split(',', StringSplitOptions.TrimEntries);
+            for (var i = 0; i < urls.Length; i++)
+                if (!Uri.TryCreate(urls[i], UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
+                    // Not echoed: a URL may carry credentials.
+                    throw new CdcConfigurationException($"{RegistrySection}:Url",
+                        $"entry {i + 1} of {urls.Length} is not an http:// or https:// URL");
             if (kafka.ValueFormat == ValueFormat.Payload)
                 throw new CdcConfigurationException("Cdc:Kafka:ValueFormat",
                     $"Payload cannot be used with {RegistrySection}:Url: a payload has no registered schema of ours, so its " +

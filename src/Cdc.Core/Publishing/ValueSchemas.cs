@@ -98,7 +98,7 @@ public sealed class RegistryValueSchemas : IValueSchemas, IDisposable
         catch (SchemaRegistryException e) when (e.Status is HttpStatusCode.Unauthorized or HttpStatusCode.Forbidden)
         {
             return new ValueSchema(SchemaResolution.Fatal, null, subject,
-                $"The Schema Registry at {_options.Url} refused the connector ({(int)e.Status}: {e.Message}) for subject {subject}. " +
+                $"The Schema Registry at {SchemaRegistryClients.Redacted(_options.Url)} refused the connector ({(int)e.Status}: {e.Message}) for subject {subject}. " +
                 "Check Cdc:Kafka:SchemaRegistry:basic.auth.user.info (or the bearer settings) and the subject's permissions.");
         }
         catch (SchemaRegistryException e) when ((int)e.Status is >= 400 and < 500 and not 408 and not 429)
@@ -113,7 +113,8 @@ public sealed class RegistryValueSchemas : IValueSchemas, IDisposable
             if (Interlocked.Exchange(ref _reachable, 0) == 1)
                 _logger.LogWarning(
                     "The Schema Registry at {Url} is unreachable ({Message}). Events of topics whose schema id is not known yet " +
-                    "wait (the slot is not confirmed past them); asking again with backoff", _options.Url, e.GetBaseException().Message);
+                    "wait (the slot is not confirmed past them); asking again with backoff", SchemaRegistryClients.Redacted(_options.Url),
+                    e.GetBaseException().Message);
             return new ValueSchema(SchemaResolution.Unreachable, null, subject, $"Schema Registry unreachable: {e.GetBaseException().Message}");
         }
     }
@@ -161,6 +162,10 @@ public static class SchemaRegistryClients
             config.BasicAuthCredentialsSource = AuthCredentialsSource.UserInfo;
         return config;
     }
+
+    /// <summary>The URL(s) for logs and messages: credentials written into a URL (<c>https://user:password@host</c>) left out.</summary>
+    public static string Redacted(string urls) => string.Join(",", urls.Split(',', StringSplitOptions.TrimEntries).Select(url =>
+        Uri.TryCreate(url, UriKind.Absolute, out var uri) && uri.UserInfo.Length > 0 ? url.Replace(uri.UserInfo + "@", "***@") : url));
 
     static string Qualified(string key) => key.StartsWith(Prefix, StringComparison.Ordinal) ? key : Prefix + key;
 

@@ -57,7 +57,7 @@ public class RecordFormatConfigurationTests
     }
 
     [Theory]
-    [InlineData("Cdc:Kafka:SchemaRegistry:Url", "registry:8081", "Cdc:Kafka:SchemaRegistry:Url", "not an http:// or https:// URL")]
+    [InlineData("Cdc:Kafka:SchemaRegistry:Url", "http://registry:8081, cdc:s3cret@registry:8081", "Cdc:Kafka:SchemaRegistry:Url", "entry 2 of 2 is not an http:// or https:// URL")]
     [InlineData("Cdc:Kafka:ValueFormat", "Payload", "Cdc:Kafka:ValueFormat", "cannot be used with Cdc:Kafka:SchemaRegistry:Url")]
     [InlineData("Cdc:Kafka:SchemaRegistry:AutoRegister", "true", "Cdc:Kafka:SchemaRegistry:UseLatestVersion", "cannot be true with")]
     [InlineData("Cdc:Kafka:SchemaRegistry:no.such.property", "1", "Cdc:Kafka:SchemaRegistry:no.such.property", "no.such.property")]
@@ -70,6 +70,14 @@ public class RecordFormatConfigurationTests
         var e = Assert.Throws<CdcConfigurationException>(() => Load([.. changes]));
         Assert.Equal(named, e.Key);
         Assert.Contains(problem, e.Message);
+        Assert.DoesNotContain("s3cret", e.Message);
+    }
+
+    [Fact]
+    public void Credentials_written_into_a_registry_URL_stay_out_of_logs()
+    {
+        Assert.Equal("https://***@registry:8081,http://other:8081",
+            Cdc.Publishing.SchemaRegistryClients.Redacted("https://cdc:s3cret@registry:8081, http://other:8081"));
     }
 
     [Fact]
