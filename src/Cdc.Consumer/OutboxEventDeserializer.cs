@@ -1,3 +1,4 @@
+using Cdc.Contracts.SchemaRegistry;
 using Cdc.Outbox.V1;
 using Confluent.Kafka;
 using Google.Protobuf;
@@ -5,7 +6,9 @@ using Google.Protobuf;
 namespace Cdc.Consumer;
 
 /// <summary>
-/// Reads the value of a record the connector produced: a Protobuf <c>cdc.outbox.v1.OutboxEvent</c>. Anything else
+/// Reads the value of a record the connector produced: a Protobuf <c>cdc.outbox.v1.OutboxEvent</c>, plain or framed in
+/// Confluent's Schema Registry wire format (<c>Cdc:Kafka:SchemaRegistry:Url</c> set on the connector); the two are told
+/// apart by the first byte (<see cref="OutboxEventFraming.IsFramed"/>), so no registry is needed to read. Anything else
 /// (no value, bytes that are not an OutboxEvent, an event without id) is refused with <see cref="InvalidDataException"/>,
 /// which the Kafka client reports as a <see cref="ConsumeException"/> carrying the raw record.
 /// </summary>
@@ -20,7 +23,11 @@ public sealed class OutboxEventDeserializer : IDeserializer<OutboxEvent>
         OutboxEvent evt;
         try
         {
-            evt = OutboxEvent.Parser.ParseFrom(data);
+            evt = OutboxEvent.Parser.ParseFrom(OutboxEventFraming.IsFramed(data) ? OutboxEventFraming.Unframe(data.ToArray(), out _).Span : data);
+        }
+        catch (InvalidDataException e)
+        {
+            throw new InvalidDataException($"A record on {context.Topic} is not a cdc.outbox.v1.OutboxEvent: {e.Message}", e);
         }
         catch (InvalidProtocolBufferException e)
         {

@@ -112,6 +112,18 @@ public sealed class KafkaOptions
     /// <summary>How topics that do not exist are created, when the cluster does not create them itself.</summary>
     public TopicOptions Topics { get; set; } = new();
 
+    /// <summary>Confluent Schema Registry: values framed in its wire format when <see cref="SchemaRegistryOptions.Url"/> is set.</summary>
+    public SchemaRegistryOptions SchemaRegistry { get; set; } = new();
+
+    /// <summary>What a record's value is: the <c>OutboxEvent</c> (default), or the payload itself (Debezium-compatible).</summary>
+    public ValueFormat ValueFormat { get; set; } = ValueFormat.OutboxEvent;
+
+    /// <summary>
+    /// Debezium's <c>table.fields.additional.placement</c>: <c>column:header[:alias]</c> or <c>column:partition</c>,
+    /// comma-separated; any column of the table. Parsed by <see cref="Mapping.AdditionalPlacement.Parse"/>.
+    /// </summary>
+    public string AdditionalPlacement { get; set; } = "";
+
     /// <summary><c>ExactlyOnce</c>: each source transaction's events (and the checkpoint) in one Kafka transaction.</summary>
     public DeliveryMode Delivery { get; set; } = DeliveryMode.AtLeastOnce;
 }

@@ -20,6 +20,7 @@ public static partial class CdcOptionsLoader
             var key = KeyInBinderMessage().Match(e.Message) is { Success: true } m ? m.Groups[1].Value : CdcOptions.Section;
             throw new CdcConfigurationException(key, e.InnerException?.Message ?? e.Message, e);
         }
+        BindSchemaRegistryProperties(configuration, options.Kafka.SchemaRegistry);
         Validate(options);
         return options;
     }
@@ -56,7 +57,8 @@ public static partial class CdcOptionsLoader
             throw new CdcConfigurationException("Cdc:Postgres:Retention", "must be positive (or unset to keep every row)");
 
         foreach (var (name, value) in pg.Columns.Named())
-            Require($"Cdc:Postgres:Columns:{name}", value);
+            if (name != nameof(OutboxColumns.Headers)) // empty: the table has no headers column
+                Require($"Cdc:Postgres:Columns:{name}", value);
 
         var kafka = options.Kafka;
         Require("Cdc:Kafka:BootstrapServers", kafka.BootstrapServers);
@@ -88,6 +90,7 @@ public static partial class CdcOptionsLoader
                 throw new CdcConfigurationException("Cdc:Kafka:Producer:transactional.id",
                     "is derived from the server, database and slot with Cdc:Kafka:Delivery=ExactlyOnce (so a second replica fences a zombie); do not set it");
         }
+        ValidateRecordFormat(options);
 
         var relay = options.Relay;
         if (relay.MaxInFlightEvents < 1)

@@ -1,5 +1,6 @@
 using System.Text;
 using System.Text.Json;
+using Cdc.Configuration;
 using Cdc.Outbox.V1;
 using Cdc.Publishing;
 using Confluent.Kafka;
@@ -9,11 +10,14 @@ using Timestamp = Google.Protobuf.WellKnownTypes.Timestamp;
 namespace Cdc.Mapping;
 
 /// <summary>
-/// Turns an outbox row into the Kafka record the contract describes (topic, key, headers, Protobuf value),
-/// or into a dead-letter record that says why it cannot be published.
+/// Turns an outbox row into the Kafka record the contract describes (topic, key, headers, Protobuf value, or the payload
+/// itself with <c>ValueFormat=Payload</c>), or into a dead-letter record that says why it cannot be published. Dead
+/// letters are always OutboxEvents.
 /// </summary>
-public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic)
+public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic, RecordFormat? format = null)
 {
+    readonly RecordFormat _format = format ?? RecordFormat.Default;
+
     public string DeadLetterTopic { get; } = deadLetterTopic;
 
     /// <summary>
@@ -58,7 +62,7 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
             return DeadLetterOf(evt, headersError, "headers");
         if (row.PayloadKind == PayloadKind.Bytes && ContentTypes.IsJson(evt.PayloadContentType) && !IsUtf8(row.Payload))
             return DeadLetterOf(evt, $"payload is bytea with content-type {evt.PayloadContentType} but is not valid UTF-8", "payload");
-        return Route(evt, row.AggregateType);
+        return Route(evt, row.AggregateType, row.Placed, row.Payload);
     }
 
     /// <summary>
@@ -85,31 +89,65 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
             return DeadLetterOf(evt, "id is empty", "payload");
         if (ContentTypes.IsJson(evt.PayloadContentType) && !IsUtf8(evt.Payload.Span))
             return DeadLetterOf(evt, $"payload has content-type {evt.PayloadContentType} but is not valid UTF-8", "payload");
-        return Route(evt, evt.AggregateType.Length == 0 ? null : evt.AggregateType);
+        return Route(evt, evt.AggregateType.Length == 0 ? null : evt.AggregateType,
+            _format.Placements.Count == 0 ? null : _format.PlacedOf(evt),
+            _format.Value == ValueFormat.Payload ? evt.Payload.ToByteArray() : null);
     }
 
-    MappingResult Route(OutboxEvent evt, string? aggregateType)
+    /// <param name="placed">The placed columns' values (null: none placed); an absent entry places nothing.</param>
+    /// <param name="payload">The value in Payload format (jsonb: the JSON text; bytea: the bytes).</param>
+    MappingResult Route(OutboxEvent evt, string? aggregateType, PlacedValue?[]? placed, byte[]? payload)
     {
         var topic = router.Route(aggregateType, out var routeError);
         if (topic is null)
             return DeadLetterOf(evt, routeError!, "unroutable");
 
-        var headers = new Headers
+        var asEvent = _format.Value == ValueFormat.OutboxEvent;
+        var headers = new Headers { { HeaderNames.Id, Encoding.UTF8.GetBytes(evt.Id) } };
+        if (asEvent)
+            headers.Add(HeaderNames.EventType, Encoding.UTF8.GetBytes(evt.EventType));
+
+        int? partition = null;
+        var placements = _format.Placements;
+        for (var i = 0; i < placements.Count && placed is not null; i++)
         {
-            { HeaderNames.Id, Encoding.UTF8.GetBytes(evt.Id) },
-            { HeaderNames.EventType, Encoding.UTF8.GetBytes(evt.EventType) },
-        };
+            if (placed[i] is not { } value)
+                continue;
+            var placement = placements[i];
+            if (placement.Target == PlacementTarget.Header)
+            {
+                // A NULL column is a header without a value, as Debezium's router places it.
+                headers.Add(placement.HeaderName, value.Text is null ? null : Encoding.UTF8.GetBytes(value.Text));
+                continue;
+            }
+            if (value.Integer is not ({ } number and >= 0 and <= int.MaxValue))
+                return DeadLetterOf(evt, $"partition column {placement.Column} is {value.Text ?? "NULL"}, not a partition number " +
+                                         $"({AdditionalPlacement.Key})", "unroutable");
+            partition = (int)number;
+        }
+
         foreach (var (name, value) in evt.Headers)
         {
-            // The connector's own id and event_type headers are what consumers deduplicate and route on: a row header
-            // of the same name stays in the event's headers map but does not shadow them on the record.
-            if (HeaderNames.IsReserved(name))
+            // The connector's own headers (id, event_type, the placed ones) are what consumers deduplicate and route on:
+            // a row header of the same name stays in the event's headers map but does not shadow them on the record.
+            if (name == HeaderNames.Id || (asEvent && name == HeaderNames.EventType) || IsPlacedHeader(name))
                 continue;
             headers.Add(name, Encoding.UTF8.GetBytes(value));
         }
 
         var key = Encoding.UTF8.GetBytes(evt.AggregateId);
-        return new MappingResult(new OutboxRecord(topic, key, headers, evt.ToByteArray()) { EventId = evt.Id }, null);
+        var record = asEvent
+            ? new OutboxRecord(topic, key, headers, evt.ToByteArray()) { EventId = evt.Id, Partition = partition }
+            : new OutboxRecord(topic, key, headers, payload ?? []) { EventId = evt.Id, Partition = partition, Event = evt };
+        return new MappingResult(record, null);
+    }
+
+    bool IsPlacedHeader(string name)
+    {
+        foreach (var placement in _format.Placements)
+            if (placement.Target == PlacementTarget.Header && placement.HeaderName == name)
+                return true;
+        return false;
     }
 
     static Source SourceOf(TransactionInfo transaction) => new()
@@ -135,7 +173,7 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
             };
             return new OutboxRecord(DeadLetterTopic, Encoding.UTF8.GetBytes(source.EventId), headers, []) { EventId = source.EventId };
         }
-        var evt = OutboxEvent.Parser.ParseFrom(source.Value);
+        var evt = source.Event?.Clone() ?? OutboxEvent.Parser.ParseFrom(source.Value);
         if (form == DeadLetterForm.WithoutPayload)
             evt.Payload = ByteString.Empty;
         return DeadLetterOf(evt, error, "rejected").DeadLetter!;

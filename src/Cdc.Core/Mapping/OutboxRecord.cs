@@ -7,6 +7,15 @@ public sealed record OutboxRecord(string Topic, byte[] Key, Headers Headers, byt
 {
     /// <summary>The row id, the dead-letter key should this record be rejected by Kafka.</summary>
     public required string EventId { get; init; }
+
+    /// <summary>The partition a placed column chose (<c>column:partition</c>), or null for the key's.</summary>
+    public int? Partition { get; init; }
+
+    /// <summary>
+    /// The event, when the value is not it (<c>ValueFormat=Payload</c>): its dead letters are OutboxEvents made from it.
+    /// Null when the value is the serialized event.
+    /// </summary>
+    public Cdc.Outbox.V1.OutboxEvent? Event { get; init; }
 }
 
 /// <summary>

@@ -20,6 +20,8 @@ public sealed class OutboxRow
     /// <summary>The row's headers column: JSON text in UTF-8, or null.</summary>
     public byte[]? Headers { get; set; }
     public DateTime? CreatedAt { get; set; }
+    /// <summary>The values of the placed columns (<c>Cdc:Kafka:AdditionalPlacement</c>), in placement order; null when none are placed.</summary>
+    public PlacedValue?[]? Placed { get; set; }
     /// <summary>Why a column could not be read, or null: such a row is dead-lettered with this reason.</summary>
     public string? ReadError { get; set; }
 }

@@ -27,6 +27,9 @@ public sealed class DeliveryFailedException(string message) : Exception(message)
 /// <item>its topic does not exist: the topic's events wait in its <see cref="TopicGate"/> (the rest goes on) until
 /// the topic exists or is created.</item>
 /// </list>
+/// With a Schema Registry, a topic's gate opens only once its schema id is known too (<see cref="IValueSchemas"/>): while
+/// the registry is unreachable or refuses the subject, the topic's events wait the same way, and each record handed to the
+/// producer carries its topic's framing prefix.
 /// Connection and cluster failures end the session (<see cref="Failure"/>); the relay resumes from the slot.
 /// Nothing here blocks or produces on the producer's delivery thread.
 /// </summary>
@@ -44,6 +47,7 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
     readonly ILogger _logger;
     readonly ConcurrentDictionary<string, byte> _knownTopics;
     readonly ConcurrentDictionary<string, Refusal>? _refusals;
+    readonly IValueSchemas? _schemas;
 
     readonly Lock _gate = new();
     readonly Dictionary<string, TopicGate> _topics = new(StringComparer.Ordinal);
@@ -58,6 +62,7 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
 
     /// <param name="createProducer">Builds the producer that reports to this publisher.</param>
     /// <param name="knownTopics">Topics known to exist (kept across sessions, so each is asked about once per process).</param>
+    /// <param name="schemas">The Schema Registry's ids of the topics' value schemas; null: values are not framed.</param>
     /// <param name="refusals">
     /// Set with exactly-once delivery: a Kafka transaction cannot be rewound record by record, so a refused record
     /// aborts it (the session ends) and is remembered here, to be sent as what it must become when the transaction is
@@ -66,8 +71,9 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
     public EventPublisher(
         Func<IDeliveryReports, IRecordProducer> createProducer, Func<IRecordProducer, ITopicAdmin> createAdmin,
         OutboxEventMapper mapper, PositionTracker tracker, CdcMetrics metrics, RelayStatus status, ILogger logger,
-        ConcurrentDictionary<string, byte> knownTopics, ConcurrentDictionary<string, Refusal>? refusals = null)
+        ConcurrentDictionary<string, byte> knownTopics, IValueSchemas? schemas = null, ConcurrentDictionary<string, Refusal>? refusals = null)
     {
+        _schemas = schemas;
         _refusals = refusals;
         _mapper = mapper;
         _tracker = tracker;
@@ -117,7 +123,7 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
     {
         var topic = Gate(pending.Record.Topic);
         if (topic.Passes)
-            Produce(pending);
+            Produce(pending, topic);
         else
             Wait(topic, pending);
     }
@@ -126,8 +132,9 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
     {
         if (_topics.TryGetValue(topic, out var gate))
             return gate;
-        var known = _knownTopics.ContainsKey(topic);
-        gate = new TopicGate(topic, known ? TopicStatus.Open : TopicStatus.Unchecked) { CheckBackoff = FirstTopicCheckBackoff };
+        byte[]? prefix = null;
+        var known = _knownTopics.ContainsKey(topic) && (_schemas is null || _schemas.TryGetCached(topic, out prefix));
+        gate = new TopicGate(topic, known ? TopicStatus.Open : TopicStatus.Unchecked) { CheckBackoff = FirstTopicCheckBackoff, ValuePrefix = prefix };
         _topics[topic] = gate;
         if (!known)
             Wake();
@@ -149,8 +156,9 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
     }
 
     /// <summary>Hands the record to the producer. Under the lock, so that a failure report cannot pass it unnoticed.</summary>
-    void Produce(PendingEvent pending)
+    void Produce(PendingEvent pending, TopicGate topic)
     {
+        pending.ValuePrefix = topic.ValuePrefix;
         Interlocked.Increment(ref _outstanding);
         pending.ProducedAt = Stopwatch.GetTimestamp();
         try
@@ -502,7 +510,7 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
             // Nothing else is in the producer, and nothing new is handed to it while failed records are resolved.
             pending.Alone = true;
             pending.Awaiter = awaiter;
-            Produce(pending);
+            Produce(pending, topic);
         }
         await Task.WhenAny(awaiter.Task, Failure).WaitAsync(ct);
         pending.Awaiter = null;
@@ -518,7 +526,8 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
             due = [.. _topics.Values.Where(t => t.Status != TopicStatus.Open && t.NextCheck <= now)];
         foreach (var topic in due)
         {
-            var existence = await _admin.ExistsAsync(topic.Topic, ct);
+            // A topic found before whose schema id is what is missing is not asked about again.
+            var existence = _knownTopics.ContainsKey(topic.Topic) ? TopicExistence.Exists : await _admin.ExistsAsync(topic.Topic, ct);
             string? refused = null;
             if (existence == TopicExistence.Missing)
             {
@@ -529,14 +538,26 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
                     existence = TopicExistence.Exists;
                 }
             }
+            ValueSchema? schema = null;
+            if (existence == TopicExistence.Exists && _schemas is not null)
+                schema = await _schemas.ResolveAsync(topic.Topic, ct);
             lock (_gate)
             {
                 if (existence == TopicExistence.Exists)
+                    _knownTopics.TryAdd(topic.Topic, 0);
+                if (existence == TopicExistence.Exists && schema is null or { Resolution: SchemaResolution.Resolved })
+                {
+                    topic.ValuePrefix = schema?.Prefix;
                     Open(topic);
+                }
                 else
                 {
                     if (existence == TopicExistence.Missing)
                         Block(topic, refused!);
+                    else if (schema is { Resolution: SchemaResolution.Fatal } fatal)
+                        Fail(new CdcStartupException(fatal.Problem!));
+                    else if (schema is { } waiting)
+                        BlockForSchema(topic, waiting);
                     topic.NextCheck = DateTime.UtcNow + topic.CheckBackoff;
                     topic.CheckBackoff = TimeSpan.FromTicks(Math.Min(topic.CheckBackoff.Ticks * 2, MaxTopicCheckBackoff.Ticks));
                 }
@@ -549,7 +570,9 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
         if (topic.Status == TopicStatus.Blocked)
         {
             _status.BlockedTopics--;
-            _logger.LogInformation("Topic {Topic} exists now: relaying the {Count} events that waited for it", topic.Topic, topic.Waiting.Count);
+            _logger.LogInformation("Topic {Topic} {State} now: relaying the {Count} events that waited for it", topic.Topic,
+                topic.BlockedBySchema ? "has its schema id" : "exists", topic.Waiting.Count);
+            topic.BlockedBySchema = false;
         }
         topic.Status = TopicStatus.Open;
         topic.BlockedBecause = null;
@@ -572,12 +595,33 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
             "the connector create it (Cdc:Kafka:Topics:*, and the CreateTopics permission)", topic.Topic, reason);
     }
 
+    /// <summary>
+    /// The topic exists but its schema id is not known: its events wait like a missing topic's. An unreachable registry is
+    /// logged once by the resolver (not per topic); a refusal is about this topic's subject, logged once per topic.
+    /// </summary>
+    void BlockForSchema(TopicGate topic, ValueSchema schema)
+    {
+        var refused = schema.Resolution == SchemaResolution.Refused;
+        if (topic.Status == TopicStatus.Blocked && topic.BlockedBecause == schema.Problem)
+            return;
+        if (topic.Status != TopicStatus.Blocked)
+            _status.BlockedTopics++;
+        var wasRefused = topic.BlockedBySchema && topic.BlockedBecause?.StartsWith("Schema Registry unreachable", StringComparison.Ordinal) == false;
+        topic.Status = TopicStatus.Blocked;
+        topic.BlockedBySchema = true;
+        topic.BlockedBecause = schema.Problem;
+        if (refused && !wasRefused)
+            _logger.LogWarning(
+                "Topic {Topic}: {Problem}. Its events wait (the slot is not confirmed past them) while the other topics' events " +
+                "go on; they are relayed in order once the registry gives the subject's schema id", topic.Topic, schema.Problem);
+    }
+
     /// <summary>Produces the waiting events of topics that are open, oldest first. Under the lock.</summary>
     void ReleaseOpenTopics()
     {
         foreach (var topic in _topics.Values)
             while (topic.Status == TopicStatus.Open && topic.Waiting.Count > 0 && !_rewinding)
-                Produce(topic.Waiting.Dequeue());
+                Produce(topic.Waiting.Dequeue(), topic);
     }
 
     /// <summary>

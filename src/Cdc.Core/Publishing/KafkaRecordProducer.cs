@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Cdc.Configuration;
+using Cdc.Contracts.SchemaRegistry;
 using Confluent.Kafka;
 using Microsoft.Extensions.Logging;
 
@@ -61,9 +62,22 @@ public sealed class KafkaRecordProducer : IRecordProducer
     public void Produce(PendingEvent pending)
     {
         var record = pending.Record;
-        var message = new Message<byte[], byte[]> { Key = record.Key, Value = record.Value, Headers = record.Headers };
+        var message = new Message<byte[], byte[]> { Key = record.Key, Value = Value(pending), Headers = record.Headers };
         pending.Callback ??= report => _reports.Delivered(pending, report.Error);
-        _producer.Produce(record.Topic, message, pending.Callback);
+        if (record.Partition is { } partition)
+            _producer.Produce(new TopicPartition(record.Topic, partition), message, pending.Callback);
+        else
+            _producer.Produce(record.Topic, message, pending.Callback);
+    }
+
+    /// <summary>
+    /// The value as Kafka gets it: framed in the Schema Registry's wire format when the topic has a schema id. A dead
+    /// letter's smallest form has no value, and stays without one.
+    /// </summary>
+    public static byte[] Value(PendingEvent pending)
+    {
+        var value = pending.Record.Value;
+        return pending.ValuePrefix is { } prefix && value.Length > 0 ? OutboxEventFraming.Frame(prefix, value) : value;
     }
 
     /// <summary>Produces a record of the connector's own (not an event, e.g. a checkpoint) and waits for Kafka to have it.</summary>

@@ -59,6 +59,9 @@ public sealed class PendingEvent
     /// <summary>The dead letter's <c>error</c> header.</summary>
     public string? DeadLetterError { get; internal set; }
 
+    /// <summary>The Schema Registry framing the producer puts before the record's value (its topic's), or null.</summary>
+    public byte[]? ValuePrefix { get; internal set; }
+
     /// <summary>Sent as the only record of its topic in the producer (so a refusal is about it alone).</summary>
     internal bool Alone { get; set; }
     internal DeliveryOutcome Outcome { get; set; }

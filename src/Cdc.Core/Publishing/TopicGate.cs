@@ -32,6 +32,12 @@ public sealed class TopicGate(string topic, TopicStatus status)
     /// <summary>Completes when the topic opens (exactly-once delivery waits for it instead of holding events back).</summary>
     public TaskCompletionSource? Opened { get; set; }
 
+    /// <summary>The Schema Registry framing of the topic's values (byte 0, schema id, message index), or null: not framed.</summary>
+    public byte[]? ValuePrefix { get; set; }
+
+    /// <summary>Blocked because its schema id is not known (the topic itself exists).</summary>
+    public bool BlockedBySchema { get; set; }
+
     /// <summary>When to ask the cluster about a blocked topic again.</summary>
     public DateTime NextCheck { get; set; }
     public TimeSpan CheckBackoff { get; set; }

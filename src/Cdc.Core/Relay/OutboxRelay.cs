@@ -52,6 +52,8 @@ public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger,
         string? lastProblem = null;
         var recoveryAnnounced = false;
         var memory = new RelayMemory();
+        // Schema ids, like known topics, outlive sessions: each subject is asked about once per process.
+        using var schemas = RegistryValueSchemas.For(options.Kafka, logger);
         while (!stopping.IsCancellationRequested)
         {
             TimeSpan delay;
@@ -59,7 +61,7 @@ public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger,
             RelaySession? session = null;
             try
             {
-                session = await RelaySession.OpenAsync(options, logger, metrics, status, memory, stopping);
+                session = await RelaySession.OpenAsync(options, logger, metrics, status, memory, stopping, schemas);
                 await session.RunAsync(stopping, onStreaming: () =>
                 {
                     // Once per episode: a fault that recurs right after every start is not a new state each time.

@@ -34,6 +34,7 @@ sealed class RelaySession : IAsyncDisposable
     readonly RelayStatus _status;
     readonly LogicalReplicationConnection _connection;
     readonly OutboxEventMapper _mapper;
+    readonly RecordFormat _format;
     readonly PositionTracker _tracker;
     readonly EventPublisher _publisher;
     readonly KafkaRecordProducer _producer;
@@ -61,7 +62,7 @@ sealed class RelaySession : IAsyncDisposable
     readonly TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     RelaySession(CdcOptions options, ILogger logger, CdcMetrics metrics, RelayStatus status, LogicalReplicationConnection connection,
-        SlotIdentity identity, RelayMemory memory)
+        SlotIdentity identity, RelayMemory memory, IValueSchemas? schemas)
     {
         _options = options;
         _logger = logger;
@@ -70,14 +71,15 @@ sealed class RelaySession : IAsyncDisposable
         _connection = connection;
         _identity = identity;
         var exactlyOnce = options.Kafka.Delivery == DeliveryMode.ExactlyOnce;
-        _mapper = new OutboxEventMapper(new TopicRouter(options.Kafka.TopicTemplate), options.Kafka.DeadLetterTopic);
+        _format = RecordFormat.From(options);
+        _mapper = new OutboxEventMapper(new TopicRouter(options.Kafka.TopicTemplate), options.Kafka.DeadLetterTopic, _format);
         _tracker = new PositionTracker(options.Relay.MaxInFlightEvents, options.Relay.MaxInFlightBytes);
         KafkaRecordProducer? producer = null;
         _publisher = new EventPublisher(
             reports => producer = new KafkaRecordProducer(options.Kafka, logger, reports, depth => status.ProducerQueueDepth = depth,
                 exactlyOnce ? TransactionalId(identity) : null),
             _ => new KafkaTopicAdmin(producer!.Handle, options.Kafka.Topics),
-            _mapper, _tracker, metrics, status, logger, memory.KnownTopics, exactlyOnce ? memory.Refusals : null);
+            _mapper, _tracker, metrics, status, logger, memory.KnownTopics, schemas, exactlyOnce ? memory.Refusals : null);
         _producer = producer!;
         if (exactlyOnce)
         {
@@ -104,9 +106,11 @@ sealed class RelaySession : IAsyncDisposable
     /// server side: the publication, and the slot (found, found lost, or created).
     /// </summary>
     public static async Task<RelaySession> OpenAsync(
-        CdcOptions options, ILogger logger, CdcMetrics metrics, RelayStatus status, RelayMemory memory, CancellationToken ct)
+        CdcOptions options, ILogger logger, CdcMetrics metrics, RelayStatus status, RelayMemory memory, CancellationToken ct,
+        IValueSchemas? schemas = null)
     {
-        var table = await OutboxSlot.CheckServerAsync(options.Postgres, logger, ct);
+        var table = await OutboxSlot.CheckServerAsync(options.Postgres, logger, ct,
+            AdditionalPlacement.Parse(options.Kafka.AdditionalPlacement, options.Kafka.ValueFormat));
         status.DatabaseReachable = true;
         var connection = new LogicalReplicationConnection(options.Postgres.ConnectionString);
         RelaySession? session = null;
@@ -116,7 +120,7 @@ sealed class RelaySession : IAsyncDisposable
             var system = await connection.IdentifySystem(ct);
             var identity = new SlotIdentity(system.SystemId, system.DbName ?? new NpgsqlConnectionStringBuilder(options.Postgres.ConnectionString).Database ?? "",
                 options.Postgres.Slot);
-            session = new RelaySession(options, logger, metrics, status, connection, identity, memory);
+            session = new RelaySession(options, logger, metrics, status, connection, identity, memory, schemas);
             // Before the slot is looked at: whether a missing slot was lost is in the checkpoint, which is in Kafka.
             var brokers = await Task.Run(() => session._producer.CountBrokers(TimeSpan.FromSeconds(10)), ct);
             status.SetKafkaReachable(brokers > 0);
@@ -142,7 +146,7 @@ sealed class RelaySession : IAsyncDisposable
         _pendingRead = _slot.TableRead?.Pending;
         _status.OpenGapFrom = _pendingRead is null ? null : _pendingRead.From ?? DateTime.MinValue;
         var relations = _slot.Table is { } outbox
-            ? new OutboxRelations(outbox, _options.Postgres.Columns, _options.Postgres.ConnectionString, _logger)
+            ? new OutboxRelations(outbox, _options.Postgres.Columns, _options.Postgres.ConnectionString, _logger, _format.Placements)
             : null;
         _reader = new SlotReader(_connection, _options.Postgres, relations);
         _confirmer = SlotConfirmer.For(_connection, _slot.ConfirmedLsn);
@@ -338,7 +342,7 @@ sealed class RelaySession : IAsyncDisposable
             await using var set = new NpgsqlCommand($"SET TRANSACTION SNAPSHOT '{snapshot.Replace("'", "''")}'", connection, tx);
             await set.ExecuteNonQueryAsync(ct);
         }
-        var reader = await OutboxTableReader.CreateAsync(connection, _slot.Table!, _options.Postgres.Columns, ct);
+        var reader = await OutboxTableReader.CreateAsync(connection, _slot.Table!, _options.Postgres.Columns, _format.Placements, ct);
         _logger.LogInformation("Relaying the {Kind} of {Table} from the table{From}", read.Kind, _slot.Table!.Name,
             read.From is { } from ? $" (created_at from {from:O})" : "");
         long rows = 0, counted = 0;
@@ -396,7 +400,7 @@ sealed class RelaySession : IAsyncDisposable
             new NpgsqlLogSequenceNumber(change.Lsn));
         await using var connection = new NpgsqlConnection(_options.Postgres.ConnectionString);
         await connection.OpenAsync(ct);
-        var reader = await OutboxTableReader.CreateAsync(connection, _slot.Table, _options.Postgres.Columns, ct);
+        var reader = await OutboxTableReader.CreateAsync(connection, _slot.Table, _options.Postgres.Columns, _format.Placements, ct);
         var rows = signal.Ids is { } ids
             ? reader.ReadIdsAsync(connection, ids, ct)
             : reader.ReadRangeAsync(connection, signal.From, signal.To, ct);

@@ -25,29 +25,46 @@ sealed class OutboxRelationLayout
 {
     // Built-in type OIDs (pg_type.h); stable across PostgreSQL versions.
     public const uint UuidOid = 2950, JsonbOid = 3802, JsonOid = 114, ByteaOid = 17, TimestampTzOid = 1184;
+    public const uint TextOid = 25, VarcharOid = 1043, BpcharOid = 1042, NameOid = 19;
+    static readonly HashSet<uint> TextTypes = [TextOid, VarcharOid, BpcharOid, NameOid];
 
-    OutboxRelationLayout(OutboxColumn[] columns) => Columns = columns;
+    OutboxRelationLayout(OutboxColumn[] columns)
+    {
+        Columns = columns;
+        PlacedAt = new int[]?[columns.Length];
+        TypeIds = new uint[columns.Length];
+        ColumnNames = new string[columns.Length];
+    }
 
     public OutboxColumn[] Columns { get; }
+    /// <summary>Per column: the placements (indexes into <see cref="OutboxRow.Placed"/>) its value goes to, or null.</summary>
+    public int[]?[] PlacedAt { get; }
+    public uint[] TypeIds { get; }
+    public string[] ColumnNames { get; }
+    /// <summary>How many columns are placed (<c>Cdc:Kafka:AdditionalPlacement</c>).</summary>
+    public int PlacementCount { get; private set; }
     public bool IdIsUuid { get; private set; }
     public PayloadKind PayloadKind { get; private set; }
     /// <summary>jsonb's binary form starts with a version byte before the JSON text.</summary>
     public bool PayloadIsJsonb { get; private set; }
     public bool HeadersIsJsonb { get; private set; }
 
-    /// <summary>
-    /// The layout of an outbox relation, or throws when the relation lacks a configured column or has one of a type
-    /// the connector cannot read (the table changed under the stream: rows read with a wrong layout would be lost).
-    /// </summary>
-    public static OutboxRelationLayout For(RelationMessage relation, OutboxColumns names) =>
-        For([.. relation.Columns.Select(c => (c.ColumnName, c.DataTypeId))], names, $"{relation.Namespace}.{relation.RelationName}");
+    public static OutboxRelationLayout For(RelationMessage relation, OutboxColumns names, IReadOnlyList<Placement>? placements = null) =>
+        For([.. relation.Columns.Select(c => (c.ColumnName, c.DataTypeId))], names, $"{relation.Namespace}.{relation.RelationName}", placements);
 
-    /// <summary>The layout of columns given by name and type OID, in order (a Relation message's, or a query's).</summary>
-    public static OutboxRelationLayout For(IReadOnlyList<(string Name, uint TypeOid)> relationColumns, OutboxColumns names, string relation)
+    /// <summary>
+    /// The layout of columns given by name and type OID, in order (a Relation message's, or a query's). Throws when a
+    /// configured column is missing or of a type the connector does not read as the start-up check would refuse it: the
+    /// table changed under the stream, and rows read with a wrong layout would be lost or mislabelled. That stops the
+    /// worker (a restart would only meet the same change again) without confirming past the change.
+    /// </summary>
+    public static OutboxRelationLayout For(IReadOnlyList<(string Name, uint TypeOid)> relationColumns, OutboxColumns names, string relation,
+        IReadOnlyList<Placement>? placements = null)
     {
         var columns = new OutboxColumn[relationColumns.Count];
         var layout = new OutboxRelationLayout(columns);
         var found = new HashSet<OutboxColumn>();
+        var wrongType = new List<string>();
         for (var i = 0; i < columns.Length; i++)
         {
             var (name, typeOid) = relationColumns[i];
@@ -60,7 +77,20 @@ sealed class OutboxRelationLayout
                 : name == names.CreatedAt ? OutboxColumn.CreatedAt
                 : OutboxColumn.Other;
             columns[i] = role;
+            layout.TypeIds[i] = typeOid;
+            layout.ColumnNames[i] = name;
             found.Add(role);
+            var typeOk = role switch
+            {
+                OutboxColumn.Id => typeOid == UuidOid || TextTypes.Contains(typeOid),
+                OutboxColumn.AggregateType or OutboxColumn.AggregateId or OutboxColumn.EventType => TextTypes.Contains(typeOid),
+                OutboxColumn.Payload => typeOid is JsonbOid or JsonOid or ByteaOid,
+                OutboxColumn.Headers => typeOid is JsonbOid or JsonOid,
+                OutboxColumn.CreatedAt => typeOid == TimestampTzOid,
+                _ => true,
+            };
+            if (!typeOk)
+                wrongType.Add($"{name} (type oid {typeOid})");
             switch (role)
             {
                 case OutboxColumn.Id:
@@ -73,8 +103,6 @@ sealed class OutboxRelationLayout
                 case OutboxColumn.Headers:
                     layout.HeadersIsJsonb = typeOid == JsonbOid;
                     break;
-                case OutboxColumn.CreatedAt when typeOid != TimestampTzOid:
-                    throw new InvalidDataException($"column {relation}.{name} is no longer timestamptz (type oid {typeOid})");
             }
         }
 
@@ -92,8 +120,28 @@ sealed class OutboxRelationLayout
         Require(OutboxColumn.CreatedAt, names.CreatedAt);
         if (names.Headers.Length > 0)
             Require(OutboxColumn.Headers, names.Headers);
-        if (missing.Count > 0)
-            throw new InvalidDataException($"relation {relation} has no column {string.Join(", ", missing)} any more (renamed or dropped)");
+        for (var p = 0; p < (placements?.Count ?? 0); p++)
+        {
+            var placement = placements![p];
+            var at = Array.IndexOf(layout.ColumnNames, placement.Column);
+            if (at < 0)
+            {
+                missing.Add(placement.Column);
+                continue;
+            }
+            var type = layout.TypeIds[at];
+            if (!PlacedColumns.Decodes(type) || (placement.Target == PlacementTarget.Partition && !PlacedColumns.IsInteger(type)))
+                wrongType.Add($"{placement.Column} (placed; type oid {type})");
+            layout.PlacedAt[at] = [.. layout.PlacedAt[at] ?? [], p];
+        }
+        layout.PlacementCount = placements?.Count ?? 0;
+        if (missing.Count > 0 || wrongType.Count > 0)
+            throw new CdcStartupException(
+                $"The outbox table {relation} changed under the stream: " +
+                (missing.Count > 0 ? $"it has no column {string.Join(", ", missing)} any more (renamed, dropped, or left out of the publication's column list)" : "") +
+                (missing.Count > 0 && wrongType.Count > 0 ? "; " : "") +
+                (wrongType.Count > 0 ? $"column {string.Join(", ", wrongType)} is of a type the connector does not read there" : "") +
+                ". Stopping without confirming past it: restore the column (or set Cdc:Postgres:Columns:* to match) and start again.");
         return layout;
     }
 }

@@ -10,7 +10,8 @@ namespace Cdc.Replication;
 /// by its name: a renamed table is still the outbox (the publication follows the OID too), and a partitioned table's
 /// changes may arrive under the root's id (<c>publish_via_partition_root</c>) or under each partition's own.
 /// </summary>
-sealed class OutboxRelations(OutboxTable table, OutboxColumns names, string connectionString, ILogger logger)
+sealed class OutboxRelations(OutboxTable table, OutboxColumns names, string connectionString, ILogger logger,
+    IReadOnlyList<Mapping.Placement>? placements = null)
 {
     readonly Dictionary<uint, OutboxRelationLayout?> _layouts = [];
     readonly HashSet<uint> _notOutbox = [];
@@ -30,7 +31,7 @@ sealed class OutboxRelations(OutboxTable table, OutboxColumns names, string conn
         }
         if (id == table.Oid)
             NoticeName(relation);
-        var layout = OutboxRelationLayout.For(relation, names);
+        var layout = OutboxRelationLayout.For(relation, names, placements);
         _layouts[id] = layout;
         return layout;
     }

@@ -34,7 +34,8 @@ public static class OutboxSlot
     /// Checks the server (wal_level, the role, the outbox table's columns) and creates the publication when it is missing.
     /// Runs before any replication connection is opened, so a role without REPLICATION hears what to change.
     /// </summary>
-    public static async Task<OutboxTable?> CheckServerAsync(PostgresOptions options, ILogger logger, CancellationToken ct)
+    public static async Task<OutboxTable?> CheckServerAsync(PostgresOptions options, ILogger logger, CancellationToken ct,
+        IReadOnlyList<Mapping.Placement>? placements = null)
     {
         var table = options.OutboxTable;
         await using var connection = new NpgsqlConnection(options.ConnectionString);
@@ -54,7 +55,7 @@ public static class OutboxSlot
 
         var outbox = table is { } name ? await FindTableAsync(connection, name, ct) : null;
         if (outbox is not null)
-            await CheckColumnsAsync(connection, outbox, options.Columns, ct);
+            await CheckColumnsAsync(connection, outbox, options.Columns, placements ?? [], ct);
         await EnsurePublicationAsync(connection, options.Publication, outbox, logger, ct);
         return outbox;
     }
@@ -85,7 +86,8 @@ public static class OutboxSlot
     }
 
 
-    static async Task CheckColumnsAsync(NpgsqlConnection connection, OutboxTable outbox, OutboxColumns names, CancellationToken ct)
+    static async Task CheckColumnsAsync(
+        NpgsqlConnection connection, OutboxTable outbox, OutboxColumns names, IReadOnlyList<Mapping.Placement> placements, CancellationToken ct)
     {
         var table = outbox.Name;
         await using var command = new NpgsqlCommand(
@@ -108,7 +110,9 @@ public static class OutboxSlot
         Expect("AggregateId", names.AggregateId, TextTypes);
         Expect("EventType", names.EventType, TextTypes);
         Expect("Payload", names.Payload, ["jsonb", "json", "bytea"]);
-        Expect("Headers", names.Headers, ["jsonb", "json"]);
+        if (names.Headers.Length > 0) // empty: the table has no headers column
+            Expect("Headers", names.Headers, ["jsonb", "json"]);
+        PlacedColumns.Check(table, columns, placements);
         if (columns.GetValueOrDefault(names.CreatedAt) == "timestamp without time zone")
             throw new CdcConfigurationException("Cdc:Postgres:Columns:CreatedAt",
                 $"column {table}.{names.CreatedAt} is timestamp without time zone; it must be timestamptz, since a time without " +

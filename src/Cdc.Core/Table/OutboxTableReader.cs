@@ -30,7 +30,8 @@ public sealed class OutboxTableReader
     }
 
     /// <summary>Looks up the configured columns' types and send functions.</summary>
-    public static async Task<OutboxTableReader> CreateAsync(NpgsqlConnection connection, OutboxTable table, OutboxColumns names, CancellationToken ct)
+    public static async Task<OutboxTableReader> CreateAsync(NpgsqlConnection connection, OutboxTable table, OutboxColumns names,
+        IReadOnlyList<Placement> placements, CancellationToken ct)
     {
         await using var command = new NpgsqlCommand(
             """
@@ -43,7 +44,8 @@ public sealed class OutboxTableReader
             ORDER BY a.attnum
             """, connection);
         command.Parameters.AddWithValue(NpgsqlDbType.Oid, table.Oid);
-        var wanted = names.Named().Select(n => n.Value).Where(c => c.Length > 0).ToHashSet(StringComparer.Ordinal);
+        var wanted = names.Named().Select(n => n.Value).Where(c => c.Length > 0).Concat(placements.Select(p => p.Column))
+            .ToHashSet(StringComparer.Ordinal);
         var columns = new List<(string Name, uint TypeOid)>();
         var select = new List<string>();
         await using (var reader = await command.ExecuteReaderAsync(ct))
@@ -57,7 +59,7 @@ public sealed class OutboxTableReader
                 select.Add($"{reader.GetString(2)}({SqlIdentifier.Quote(name)})");
             }
         }
-        var layout = OutboxRelationLayout.For(columns, names, table.Name.ToString());
+        var layout = OutboxRelationLayout.For(columns, names, table.Name.ToString(), placements);
         return new OutboxTableReader(table, layout, string.Join(", ", select), SqlIdentifier.Quote(names.CreatedAt), SqlIdentifier.Quote(names.Id));
     }
 
@@ -96,13 +98,11 @@ public sealed class OutboxTableReader
     {
         await using var _ = command;
         await using var reader = await command.ExecuteReaderAsync(ct);
-        var roles = _layout.Columns;
         while (await reader.ReadAsync(ct))
         {
-            var row = new OutboxRow { PayloadKind = _layout.PayloadKind };
-            for (var i = 0; i < roles.Length; i++)
-                if (!await reader.IsDBNullAsync(i, ct))
-                    OutboxRowReader.Decode(row, roles[i], await reader.GetFieldValueAsync<byte[]>(i, ct), _layout);
+            var row = OutboxRowReader.NewRow(_layout);
+            for (var i = 0; i < _layout.Columns.Length; i++)
+                OutboxRowReader.Decode(row, i, await reader.IsDBNullAsync(i, ct) ? null : await reader.GetFieldValueAsync<byte[]>(i, ct), _layout);
             yield return row;
         }
     }

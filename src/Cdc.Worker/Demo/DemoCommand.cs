@@ -1,4 +1,5 @@
 using System.Text;
+using Cdc.Contracts.SchemaRegistry;
 using Cdc.Embedded;
 using Cdc.Outbox;
 using Cdc.Outbox.V1;
@@ -11,6 +12,7 @@ namespace Cdc.Worker.Demo;
 /// <summary>
 /// <c>dotnet run --project src/Cdc.Worker -- demo</c>: the connector end to end on throwaway servers (a PostgreSQL
 /// from the machine's binaries and librdkafka's Kafka-protocol mock cluster), with a few sample transactions.
+/// <c>demo --schema-registry</c> adds an in-process fake Schema Registry and shows the values framed with its ids.
 /// </summary>
 static class DemoCommand
 {
@@ -21,11 +23,16 @@ static class DemoCommand
 
     public static async Task<int> RunAsync(string[] args)
     {
+        var withRegistry = args.Contains("--schema-registry");
+        args = [.. args.Where(a => a != "--schema-registry")];
         Console.WriteLine("Cdc demo: a throwaway PostgreSQL and a local Kafka-protocol test broker (librdkafka's mock cluster, not Apache Kafka).");
         await using var postgres = await EmbeddedPostgres.StartAsync();
         using var kafka = MockKafkaCluster.Start(brokers: 3);
+        await using var registry = withRegistry ? await FakeSchemaRegistry.StartAsync() : null;
         Console.WriteLine($"  PostgreSQL  {postgres.ConnectionString}");
         Console.WriteLine($"  Kafka       {kafka.BootstrapServers}");
+        if (registry is not null)
+            Console.WriteLine($"  Registry    {registry.Url}  (an in-process fake of Confluent's Schema Registry REST API, not the real server)");
 
         await using (var connection = new NpgsqlConnection(postgres.ConnectionString))
         {
@@ -44,6 +51,7 @@ static class DemoCommand
             ["urls"] = "http://127.0.0.1:0",
             ["Logging:LogLevel:Default"] = "Warning",
             ["Logging:LogLevel:Cdc"] = "Information",
+            ["Cdc:Kafka:SchemaRegistry:Url"] = registry?.Url,
         });
         await app.StartAsync();
         // The slot exists once the relay streams; rows committed before that would not be captured.
@@ -154,10 +162,15 @@ static class DemoCommand
             if (result is null)
                 continue;
             received++;
-            var evt = OutboxEvent.Parser.ParseFrom(result.Message.Value);
+            var evt = OutboxEventFraming.Parse(result.Message.Value);
             var headers = string.Join(", ", result.Message.Headers.Select(h => $"{h.Key}={Encoding.UTF8.GetString(h.GetValueBytes())}"));
             Console.WriteLine($"  {result.Topic}[{result.Partition.Value}]@{result.Offset.Value}  key={result.Message.Key}");
             Console.WriteLine($"    headers: {headers}");
+            if (OutboxEventFraming.IsFramed(result.Message.Value))
+            {
+                OutboxEventFraming.Unframe(result.Message.Value, out var schema);
+                Console.WriteLine($"    framed: {Convert.ToHexString(result.Message.Value.AsSpan(0, 6))} = magic byte 0, schema id {schema!.Value.Id}, message index [0]");
+            }
             Console.WriteLine($"    OutboxEvent: {evt.EventType} {evt.PayloadContentType} {evt.Payload.ToStringUtf8()}  (commit LSN {evt.Source.CommitLsn:X}, xid {evt.Source.TransactionId})");
         }
         return received;

@@ -82,4 +82,34 @@ public class NativeWorkerTests(ITestOutputHelper output, ServersFixture fixture,
         Assert.Equal(0, worker.ExitCode);
         output.WriteLine($"{records.Count} records with key, headers and value as written; slot confirmed; SIGTERM exit in {took.TotalSeconds:0.0} s");
     }
+
+    [Fact]
+    public async Task The_native_worker_frames_values_with_the_ids_of_a_Schema_Registry()
+    {
+        // Confluent.SchemaRegistry reads the registry's answers with Newtonsoft.Json's reflection: this is what shows the
+        // native binary keeps what it needs (Cdc.Worker.csproj roots both assemblies).
+        var image = await build.GetAsync();
+        var servers = await fixture.GetAsync();
+        await using var registry = await Cdc.Embedded.FakeSchemaRegistry.StartAsync(userInfo: "cdc:s3cret");
+        await using var outbox = await OutboxHarness.CreateAsync(servers, output, ["order"]);
+        var environment = image.Environment.ToDictionary(kv => kv.Key, kv => (string?)kv.Value);
+        foreach (var (key, value) in WorkerProcess.Environment(outbox.Options))
+            environment[key] = value;
+        environment["ASPNETCORE_URLS"] = "http://127.0.0.1:0";
+        environment["Cdc__Kafka__SchemaRegistry__Url"] = registry.Url;
+        environment["Cdc__Kafka__SchemaRegistry__basic.auth.user.info"] = "cdc:s3cret";
+
+        using var worker = WorkerProcess.Start(environment, output, image.Command());
+        await worker.WaitForOutputAsync("Streaming slot", Timeout);
+        var written = Enumerable.Range(0, 5).Select(i => new TestEvent("order", "o-1", $"E{i}")).ToArray();
+        var commit = await outbox.CommitAsync(written);
+        await outbox.WaitForConfirmedAsync(commit, Timeout);
+
+        var prefix = Cdc.Contracts.SchemaRegistry.OutboxEventFraming.Prefix(Assert.Single(registry.Versions($"{outbox.Topic("order")}-value")));
+        var records = outbox.ReadTopic(outbox.Topic("order")).OrderBy(r => r.Offset.Value).ToList();
+        Assert.Equal(written.Select(e => e.Id.ToString()), records.Select(r => Cdc.Contracts.SchemaRegistry.OutboxEventFraming.Parse(r.Message.Value).Id));
+        Assert.All(records, r => Assert.Equal(prefix, r.Message.Value[..prefix.Length]));
+        await worker.TerminateAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(0, worker.ExitCode);
+    }
 }

@@ -16,7 +16,7 @@ namespace Cdc.Tests.Unit;
 /// The publisher's decisions for every delivery outcome, against a producer that does what the test says: what is
 /// produced, in which order, alone or not, purged when, dead-lettered how, and what the tracker hears.
 /// </summary>
-public class EventPublisherTests
+public partial class EventPublisherTests
 {
     static readonly TimeSpan Timeout = TimeSpan.FromSeconds(10);
     static readonly TransactionInfo Transaction = new(0x100, 7, new DateTime(2026, 11, 30, 0, 0, 0, DateTimeKind.Utc));
@@ -163,14 +163,18 @@ public class EventPublisherTests
         readonly Task _run;
         int _row;
 
-        public Fixture(params string[] existingTopics)
+        public Fixture(params string[] existingTopics) : this(null, existingTopics)
+        {
+        }
+
+        public Fixture(IValueSchemas? schemas, params string[] existingTopics)
         {
             foreach (var topic in existingTopics.Append("t.dlq"))
                 Admin.Existing[topic] = true;
             // Topics that exist are known from the start (as after a first session); others are asked about.
             var known = new ConcurrentDictionary<string, byte>(Admin.Existing.Keys.Select(t => KeyValuePair.Create(t, (byte)0)));
             Publisher = new EventPublisher(r => Producer = new FakeProducer(r), _ => Admin, Mapper, Tracker,
-                new CdcMetrics(Status), Status, NullLogger.Instance, known);
+                new CdcMetrics(Status), Status, NullLogger.Instance, known, schemas);
             _run = Publisher.RunAsync(_stop.Token);
         }
 
