@@ -202,7 +202,8 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
         try
         {
             // A forward-only reader over the UTF-8 text: no document is built for a few header strings per event.
-            var reader = new Utf8JsonReader(json);
+            // As deep as jsonb allows: a value nested deeper than the reader's default (64) is still a header value.
+            var reader = new Utf8JsonReader(json, new JsonReaderOptions { MaxDepth = 10_000 });
             reader.Read();
             switch (reader.TokenType)
             {

@@ -39,10 +39,11 @@ public static class DeliveryErrors
 
         // The broker's limit applies to a whole batch; the producer's (message.max.bytes) to one record, at once.
         ErrorCode.MsgSizeTooLarge or ErrorCode.RecordListTooLarge => alone ? DeliveryOutcome.TooLarge : DeliveryOutcome.RetryAlone,
-        // KIP-467: the record the broker names gets InvalidRecord, the rest of its batch this.
-        ErrorCode.Local_InvalidDifferentRecord => alone ? DeliveryOutcome.Rejected : DeliveryOutcome.RetryAlone,
-        ErrorCode.InvalidRecord or ErrorCode.InvalidMsg or ErrorCode.Local_BadMsg or ErrorCode.InvalidTimestamp
-            or ErrorCode.UnsupportedForMessageFormat or ErrorCode.TopicException => DeliveryOutcome.Rejected,
+        // KIP-467: the record the broker names gets InvalidRecord, the rest of its batch this. A broker that names no
+        // record refuses the whole batch with InvalidRecord: only a record refused alone is judged.
+        ErrorCode.Local_InvalidDifferentRecord or ErrorCode.InvalidRecord or ErrorCode.InvalidMsg or ErrorCode.InvalidTimestamp
+            or ErrorCode.UnsupportedForMessageFormat => alone ? DeliveryOutcome.Rejected : DeliveryOutcome.RetryAlone,
+        ErrorCode.Local_BadMsg or ErrorCode.TopicException => DeliveryOutcome.Rejected,
 
         ErrorCode.UnknownTopicOrPart or ErrorCode.Local_UnknownTopic or ErrorCode.Local_UnknownPartition => DeliveryOutcome.UnknownTopic,
         ErrorCode.Local_PurgeQueue or ErrorCode.Local_PurgeInflight => DeliveryOutcome.Purged,

@@ -47,6 +47,7 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
     readonly ILogger _logger;
     readonly ConcurrentDictionary<string, byte> _knownTopics;
     readonly ConcurrentDictionary<string, Refusal>? _refusals;
+    readonly bool _transactional;
     readonly IValueSchemas? _schemas;
 
     readonly Lock _gate = new();
@@ -59,22 +60,27 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
     int _outstanding;
     bool _rewinding;
     bool _queueFullLogged;
+    bool _producerFailed;
+    volatile CdcStartupException? _stop;
 
     /// <param name="createProducer">Builds the producer that reports to this publisher.</param>
     /// <param name="knownTopics">Topics known to exist (kept across sessions, so each is asked about once per process).</param>
     /// <param name="schemas">The Schema Registry's ids of the topics' value schemas; null: values are not framed.</param>
     /// <param name="refusals">
-    /// Set with exactly-once delivery: a Kafka transaction cannot be rewound record by record, so a refused record
-    /// aborts it (the session ends) and is remembered here, to be sent as what it must become when the transaction is
-    /// replayed (kept across sessions).
+    /// What Kafka refused of which event, kept across sessions: a session can end because of a refusal (a batch refused
+    /// for good makes the producer fatal; with exactly-once delivery the Kafka transaction aborts), and the replay must
+    /// send the event as what it became (alone, or its dead letter) instead of refusing it again forever.
     /// </param>
+    /// <param name="transactional">Exactly-once delivery: a refused record ends the session (no rewind inside a transaction).</param>
     public EventPublisher(
         Func<IDeliveryReports, IRecordProducer> createProducer, Func<IRecordProducer, ITopicAdmin> createAdmin,
         OutboxEventMapper mapper, PositionTracker tracker, CdcMetrics metrics, RelayStatus status, ILogger logger,
-        ConcurrentDictionary<string, byte> knownTopics, IValueSchemas? schemas = null, ConcurrentDictionary<string, Refusal>? refusals = null)
+        ConcurrentDictionary<string, byte> knownTopics, IValueSchemas? schemas = null, ConcurrentDictionary<string, Refusal>? refusals = null,
+        bool transactional = false)
     {
         _schemas = schemas;
         _refusals = refusals;
+        _transactional = transactional;
         _mapper = mapper;
         _tracker = tracker;
         _metrics = metrics;
@@ -109,6 +115,33 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
             pending.Activity = OutboxTracing.StartSend(record);
         }
         _tracker.Add(transaction, pending.Bytes);
+        if (!_transactional && _refusals is { IsEmpty: false } && _refusals.TryGetValue(pending.Event.EventId, out var refusal))
+        {
+            // Refused in an earlier session: sent as what it became, and alone (through a rewind: nothing else in the
+            // producer) when it was refused with its batch.
+            pending.Error = new Error(ErrorCode.MsgSizeTooLarge, refusal.Error);
+            if (refusal.Form is { } form)
+            {
+                pending.DeadLetter = form;
+                pending.DeadLetterReason = refusal.Reason;
+                pending.DeadLetterError = form == DeadLetterForm.Whole && _mapper.DeadLetterError(pending.Event) is null
+                    ? refusal.Error
+                    : (_mapper.DeadLetterError(pending.Event) is { } first && !refusal.Error.StartsWith(first, StringComparison.Ordinal)
+                        ? first + "; " : "") + refusal.Error;
+                pending.Record = _mapper.DeadLetter(pending.Event, pending.DeadLetterError, form);
+            }
+            if (refusal.Alone)
+            {
+                pending.Outcome = DeliveryOutcome.RetryAlone;
+                lock (_gate)
+                {
+                    _rewinding = true;
+                    _failed.Add(pending);
+                }
+                Wake();
+                return;
+            }
+        }
         lock (_gate)
         {
             if (_rewinding)
@@ -179,7 +212,6 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
     {
         try
         {
-            Interlocked.Decrement(ref _outstanding);
             var outcome = error.Code == ErrorCode.Local_QueueFull
                 ? DeliveryOutcome.Purged
                 : DeliveryErrors.Classify(error.Code, pending.Alone);
@@ -187,6 +219,8 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
                 Acknowledged(pending);
             else
                 Failed(pending, error, outcome);
+            // After the failure is recorded: a rewind starts only once every report is in, and must find this one.
+            Interlocked.Decrement(ref _outstanding);
             if (pending.Awaiter is { } awaiter)
                 awaiter.TrySetResult(outcome);
             else if (_rewinding && Outstanding == 0)
@@ -201,6 +235,8 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
 
     void Acknowledged(PendingEvent pending)
     {
+        if (_refusals is { IsEmpty: false })
+            _refusals.TryRemove(pending.Event.EventId, out _);
         _tracker.Acknowledge(pending.Transaction, pending.Bytes);
         OutboxTracing.Stop(pending.Activity, pending.DeadLetter is null ? null : pending.DeadLetterError);
         if (pending.DeadLetter is null)
@@ -232,13 +268,29 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
             _logger.LogWarning("The producer's queue is full (queue.buffering.max.messages/kbytes); records wait for room. " +
                                "Lower Cdc:Relay:MaxInFlightEvents/MaxInFlightBytes or raise the producer's queue");
         }
+        if (pending.DeadLetter == DeadLetterForm.HeadersOnly && outcome is DeliveryOutcome.TooLarge or DeliveryOutcome.Rejected)
+        {
+            // The smallest dead letter, refused alone: nothing is left to try. This stop outranks a failure the producer
+            // reported first (a refused batch makes it fatal), which would only replay the same refusal.
+            Stop(new CdcStartupException(
+                $"Kafka refused the dead letter of event {pending.Event.EventId} even as key and headers only on {pending.Record.Topic}: " +
+                $"{error.Code} ({error.Reason}). Stopping rather than skipping the event; check Cdc:Kafka:DeadLetterTopic and the " +
+                "topic's max.message.bytes"));
+            return;
+        }
         if (pending.Awaiter is not null)
-            return; // the rewind waits for this one and resolves it itself
-        if (_refusals is not null)
+        {
+            // The rewind waits for this one and resolves it itself; remembered too, in case the session ends first.
+            if (!_transactional)
+                Remember(pending, error, outcome);
+            return;
+        }
+        if (_transactional)
         {
             RefusedInTransaction(pending, error, outcome);
             return;
         }
+        Remember(pending, error, outcome);
         lock (_gate)
         {
             _rewinding = true;
@@ -285,16 +337,39 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
                     $"({error.Reason}). Stopping rather than skipping the event; check Cdc:Kafka:DeadLetterTopic and the topic's max.message.bytes"));
                 return;
             }
-            next = (previous ?? new Refusal(null, reason, pending.DeadLetterReason ?? "rejected", 0)) with { Form = form + 1 };
+            next = new Refusal(form + 1, false, previous?.Error ?? reason, pending.DeadLetterReason ?? "rejected");
         }
         else if (outcome == DeliveryOutcome.RetryAlone && previous is null)
-            next = new Refusal(null, reason, "too_large", 1); // sent again as it is, once
+            next = new Refusal(null, false, reason, "too_large"); // sent again as it is, once
         else
-            next = new Refusal(outcome == DeliveryOutcome.Rejected ? DeadLetterForm.Whole : DeadLetterForm.WithoutPayload, reason,
-                outcome == DeliveryOutcome.Rejected ? "rejected" : "too_large", (previous?.Refused ?? 0) + 1);
+            next = new Refusal(outcome == DeliveryOutcome.Rejected ? DeadLetterForm.Whole : DeadLetterForm.WithoutPayload, false, reason,
+                outcome == DeliveryOutcome.Rejected ? "rejected" : "too_large");
         _refusals![id] = next;
         Fail(new DeliveryFailedException($"{reason}; the Kafka transaction is aborted and replayed with the event " +
                                          (next.Form is { } f ? $"dead-lettered ({Describe(f)})" : "sent again")));
+    }
+
+    /// <summary>
+    /// Remembers a refusal the rewind is about to resolve, for the replay if the session ends first (a refused batch
+    /// makes the producer fatal): the event is then sent alone, or as its dead letter.
+    /// </summary>
+    void Remember(PendingEvent pending, Error error, DeliveryOutcome outcome)
+    {
+        if (_refusals is null || outcome is not (DeliveryOutcome.RetryAlone or DeliveryOutcome.TooLarge or DeliveryOutcome.Rejected))
+            return;
+        var reason = $"Kafka refused the record on {pending.Event.Topic}: {error.Code} ({error.Reason})";
+        var id = pending.Event.EventId;
+        var reasonCategory = pending.DeadLetterReason ?? (outcome == DeliveryOutcome.Rejected ? "rejected" : "too_large");
+        _refusals[id] = outcome switch
+        {
+            // Refused with its batch: the same record again, alone (never a step back to a larger form).
+            DeliveryOutcome.RetryAlone => new Refusal(pending.DeadLetter, true, _refusals.GetValueOrDefault(id)?.Error ?? reason, reasonCategory),
+            // Judged alone: the next smaller form.
+            _ when pending.DeadLetter is null => new Refusal(
+                outcome == DeliveryOutcome.TooLarge ? DeadLetterForm.WithoutPayload : DeadLetterForm.Whole, false, reason, reasonCategory),
+            _ when pending.DeadLetter is DeadLetterForm.HeadersOnly => new Refusal(DeadLetterForm.HeadersOnly, true, reason, reasonCategory),
+            _ => new Refusal(pending.DeadLetter + 1, false, _refusals.GetValueOrDefault(id)?.Error ?? reason, reasonCategory),
+        };
     }
 
     /// <summary>
@@ -332,22 +407,57 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
     /// <inheritdoc />
     public void ProducerError(Error error)
     {
-        if (error.IsFatal)
-            // The idempotent producer cannot continue (e.g. a sequence gap): rebuild it and resume from the slot.
-            Fail(new DeliveryFailedException($"Producer failed: {error.Code} ({error.Reason})"));
+        if (error.IsFatal && DeliveryErrors.Classify(error.Code, alone: true) == DeliveryOutcome.Fatal)
+            // Refused for good (authorization, configuration): a rebuilt producer would be refused again.
+            Fail(new CdcStartupException($"Kafka refused the producer: {error.Code} ({error.Reason}). Check the producer's credentials, " +
+                                         "ACLs (the idempotent write permission too) and Cdc:Kafka:Producer settings."), producerFatal: true);
+        else if (error.IsFatal)
+            // The producer cannot continue (a refused batch with the gapless guarantee, a sequence gap, fenced): rebuild it
+            // and resume from the slot.
+            Fail(new DeliveryFailedException($"Producer failed: {error.Code} ({error.Reason})"), producerFatal: true);
         else if (error.Code == ErrorCode.Local_Application)
             Fail(new DeliveryFailedException($"A delivery handler threw: {error.Reason}"));
         else if (error.Code == ErrorCode.Local_AllBrokersDown && _status.SetKafkaReachable(false))
             _logger.LogWarning("Kafka unreachable ({Reason}); events stay in flight and the slot is not confirmed past them", error.Reason);
     }
 
-    /// <summary>Ends the session: only the first failure counts; the rest follow from it. Nothing more is sent.</summary>
-    void Fail(Exception failure)
+    /// <summary>Stops the worker: no retry can get past this, whatever failure the session noticed first.</summary>
+    void Stop(CdcStartupException stop)
+    {
+        _stop ??= stop;
+        Fail(stop);
+    }
+
+    /// <summary>What ends the session: a reason to stop the worker if there is one, else the first failure.</summary>
+    public async Task<Exception> FailureToThrowAsync() => _stop ?? await Failure;
+
+    /// <summary>
+    /// Ends the session: only the first failure counts; the rest follow from it. Nothing more is sent: the producer is
+    /// purged, unless it failed for good itself (it sends nothing more then, and its reports say which records were
+    /// refused, which a purge would hide).
+    /// </summary>
+    void Fail(Exception failure, bool producerFatal = false)
     {
         if (!_failure.TrySetResult(failure))
             return;
-        _producer.Purge();
+        if (producerFatal)
+            _producerFailed = true;
+        else
+            _producer.Purge();
         Wake();
+    }
+
+    /// <summary>
+    /// After the producer failed for good: lets its last delivery reports arrive (up to a second; records queued behind
+    /// the refused ones are only reported when it is disposed), so the records it refused are remembered for the replay.
+    /// </summary>
+    public async Task SettleAsync()
+    {
+        if (!_producerFailed)
+            return;
+        var started = Stopwatch.GetTimestamp();
+        while (Stopwatch.GetElapsedTime(started) < TimeSpan.FromSeconds(1) && Outstanding > 0)
+            await Task.Delay(20);
     }
 
     void Wake()
@@ -382,11 +492,21 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
             failed = [.. _failed.OrderBy(p => p.Sequence)];
             _failed.Clear();
         }
-        foreach (var pending in failed)
+        for (var i = 0; i < failed.Count; i++)
         {
             if (Failure.IsCompleted)
                 return;
-            await ResolveAsync(pending, ct);
+            await ResolveAsync(failed[i], ct);
+            lock (_gate)
+            {
+                if (_failed.Count > 0)
+                {
+                    // A record failed again while this round went on (e.g. the queue was full): the rest waits for the
+                    // next round, behind it, so nothing later passes it.
+                    _failed.AddRange(failed.Skip(i + 1));
+                    break;
+                }
+            }
         }
         lock (_gate)
         {
@@ -468,7 +588,7 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
         }
         else if (current == DeadLetterForm.HeadersOnly)
         {
-            Fail(new CdcStartupException(
+            Stop(new CdcStartupException(
                 $"Kafka refused the dead letter of event {pending.Event.EventId} even as key and headers only on {pending.Record.Topic}: " +
                 $"{error.Code} ({error.Reason}). Stopping rather than skipping the event; check Cdc:Kafka:DeadLetterTopic and the " +
                 "topic's max.message.bytes"));
@@ -482,6 +602,8 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
         }
         pending.DeadLetter = form;
         pending.Record = _mapper.DeadLetter(pending.Event, pending.DeadLetterError!, form);
+        if (_refusals is not null)
+            _refusals[pending.Event.EventId] = new Refusal(form, false, pending.DeadLetterError!, pending.DeadLetterReason ?? "rejected");
         _logger.LogWarning("Event {Id} goes to the dead-letter topic {Form}: {Error}", pending.Event.EventId, Describe(form), pending.DeadLetterError);
         return true;
     }

@@ -26,7 +26,11 @@ public sealed class KafkaRecordProducer : IRecordProducer
         _logger = logger;
         var config = ProducerConfig(options);
         if (transactionalId is not null)
+        {
             config.TransactionalId = transactionalId;
+            // A permanent error aborts the whole Kafka transaction anyway.
+            config.Set("enable.gapless.guarantee", "false");
+        }
         _producer = new ProducerBuilder<byte[], byte[]>(config)
             .SetErrorHandler((_, error) => reports.ProducerError(error))
             .SetStatisticsHandler((_, json) => onQueueDepth?.Invoke(QueueDepth(json)))
@@ -54,6 +58,11 @@ public sealed class KafkaRecordProducer : IRecordProducer
             // The delivery handler needs only the error; copying key, value and headers back per report costs CPU.
             DeliveryReportFields = "status",
         };
+        // A batch Kafka refuses for good (too large, invalid) makes the producer fatal instead of letting librdkafka bump
+        // the epoch and send the batches behind it at once: those would reach Kafka before the refused records are sent
+        // again (alone), breaking per-aggregate order. The session then ends and resumes from the slot; the publisher
+        // remembers what was refused. (Time-outs are not covered by it; they end the session and purge at once.)
+        config.Set("enable.gapless.guarantee", "true");
         foreach (var (key, value) in options.Producer)
             config.Set(key, value);
         return config;

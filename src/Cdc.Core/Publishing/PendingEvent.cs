@@ -17,10 +17,11 @@ public enum DeadLetterForm
 }
 
 /// <summary>
-/// What Kafka refused of an event under exactly-once delivery, and so what it is sent as when its transaction is
-/// replayed: <see cref="Form"/> of its dead letter, or (null) the event again.
+/// What Kafka refused of an event in an earlier session, and so how it is sent when it comes again: as
+/// <see cref="Form"/> of its dead letter (null: the event itself), and <see cref="Alone"/> (nothing else in the producer,
+/// so a refusal is about it) when it was refused with its batch.
 /// </summary>
-public sealed record Refusal(DeadLetterForm? Form, string Error, string Reason, int Refused);
+public sealed record Refusal(DeadLetterForm? Form, bool Alone, string Error, string Reason);
 
 /// <summary>
 /// An event handed to the publisher: its record (the event's, or its dead letter once it became one), where to

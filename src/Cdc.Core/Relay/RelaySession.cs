@@ -79,7 +79,7 @@ sealed class RelaySession : IAsyncDisposable
             reports => producer = new KafkaRecordProducer(options.Kafka, logger, reports, depth => status.ProducerQueueDepth = depth,
                 exactlyOnce ? TransactionalId(identity) : null),
             _ => new KafkaTopicAdmin(producer!.Handle, options.Kafka.Topics),
-            _mapper, _tracker, metrics, status, logger, memory.KnownTopics, schemas, exactlyOnce ? memory.Refusals : null);
+            _mapper, _tracker, metrics, status, logger, memory.KnownTopics, schemas, memory.Refusals, transactional: exactlyOnce);
         _producer = producer!;
         if (exactlyOnce)
         {
@@ -122,7 +122,18 @@ sealed class RelaySession : IAsyncDisposable
                 options.Postgres.Slot);
             session = new RelaySession(options, logger, metrics, status, connection, identity, memory, schemas);
             // Before the slot is looked at: whether a missing slot was lost is in the checkpoint, which is in Kafka.
-            var brokers = await Task.Run(() => session._producer.CountBrokers(TimeSpan.FromSeconds(10)), ct);
+            int brokers;
+            try
+            {
+                brokers = await Task.Run(() => session._producer.CountBrokers(TimeSpan.FromSeconds(10)), ct);
+            }
+            catch (KafkaException) when (session._publisher.Failure.IsCompleted)
+            {
+                // The producer failed for good (e.g. refused its idempotence id): say that, not "unreachable".
+                throw await session._publisher.Failure;
+            }
+            if (session._publisher.Failure.IsCompleted)
+                throw await session._publisher.Failure;
             status.SetKafkaReachable(brokers > 0);
             await session.PrepareAsync(table, ct);
             return session;
@@ -146,7 +157,7 @@ sealed class RelaySession : IAsyncDisposable
         _pendingRead = _slot.TableRead?.Pending;
         _status.OpenGapFrom = _pendingRead is null ? null : _pendingRead.From ?? DateTime.MinValue;
         var relations = _slot.Table is { } outbox
-            ? new OutboxRelations(outbox, _options.Postgres.Columns, _options.Postgres.ConnectionString, _logger, _format.Placements)
+            ? new OutboxRelations(outbox, _options.Postgres.Columns, _logger, _format.Placements)
             : null;
         _reader = new SlotReader(_connection, _options.Postgres, relations);
         _confirmer = SlotConfirmer.For(_connection, _slot.ConfirmedLsn);
@@ -195,16 +206,19 @@ sealed class RelaySession : IAsyncDisposable
                 _options.Postgres.MessagePrefix.Length > 0 ? _options.Postgres.MessagePrefix : "(messages off)");
 
             var stopped = Task.Delay(Timeout.Infinite, stopping);
-            var first = await Task.WhenAny(read, stopped, _publisher.Failure, _monitor.Problem, transacting);
+            var first = await Task.WhenAny(read, stopped, _publisher.Failure, _monitor.Problem, transacting, publishing);
 
-            // Stop taking new work; the watermark keeps following acknowledgements of what is in flight.
-            _stopping = true;
+            // Stop taking new work; the watermark keeps following acknowledgements of what is in flight. Sealed first:
+            // a confirm in between must not take a transaction the reader then skips for done.
             _tracker.Seal();
+            _stopping = true;
 
             if (first == read)
                 throw await StreamEndedAsync(read);
             if (first == transacting)
                 await transacting; // a Kafka transaction could not commit: the session ends (the replay skips what is in Kafka)
+            if (first == publishing)
+                await publishing; // the publisher's loop (rewinds, topic checks) must not die unnoticed
 
             if (first == stopped)
             {
@@ -229,7 +243,10 @@ sealed class RelaySession : IAsyncDisposable
             await ConfirmAsync(CancellationToken.None);
             _logger.LogInformation("Confirmed slot {Slot} at {Lsn}", _options.Postgres.Slot, new NpgsqlLogSequenceNumber(_confirmer.Confirmed));
             if (_publisher.Failure.IsCompleted)
-                throw await _publisher.Failure;
+            {
+                await _publisher.SettleAsync();
+                throw await _publisher.FailureToThrowAsync();
+            }
             if (_monitor.Problem.IsCompleted)
                 throw await _monitor.Problem;
             await WriteLastCheckpointAsync();

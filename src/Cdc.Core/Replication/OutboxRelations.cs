@@ -1,6 +1,5 @@
 using Cdc.Configuration;
 using Microsoft.Extensions.Logging;
-using Npgsql;
 using Npgsql.Replication.PgOutput.Messages;
 
 namespace Cdc.Replication;
@@ -8,29 +7,35 @@ namespace Cdc.Replication;
 /// <summary>
 /// Tells which relations of the stream are the outbox table. A relation is recognised by its id (the table's OID), not
 /// by its name: a renamed table is still the outbox (the publication follows the OID too), and a partitioned table's
-/// changes may arrive under the root's id (<c>publish_via_partition_root</c>) or under each partition's own.
+/// changes arrive under the root's id (the publication has <c>publish_via_partition_root</c>, checked at start). A
+/// relation of another id that bears the outbox's configured name is a new table in its place (rotated, or dropped and
+/// created again): its rows are not the stream's outbox, and skipping them would lose them, so the stream stops there,
+/// before any of them is confirmed past.
 /// </summary>
-sealed class OutboxRelations(OutboxTable table, OutboxColumns names, string connectionString, ILogger logger,
-    IReadOnlyList<Mapping.Placement>? placements = null)
+sealed class OutboxRelations(OutboxTable table, OutboxColumns names, ILogger logger, IReadOnlyList<Mapping.Placement>? placements = null)
 {
     readonly Dictionary<uint, OutboxRelationLayout?> _layouts = [];
-    readonly HashSet<uint> _notOutbox = [];
     string? _lastName;
 
     /// <summary>
-    /// The layout for a Relation message: the outbox's (or one of its partitions'), or null for another table of the
-    /// publication. Throws when the outbox lost a configured column.
+    /// The layout for a Relation message: the outbox's, or null for another table of the publication. Throws when the
+    /// outbox lost a configured column, or when another table has taken the outbox's name.
     /// </summary>
-    public async ValueTask<OutboxRelationLayout?> OnRelationAsync(RelationMessage relation, CancellationToken ct)
+    public OutboxRelationLayout? OnRelation(RelationMessage relation)
     {
         var id = relation.RelationId;
-        if (id != table.Oid && !await IsPartitionAsync(id, ct))
+        if (id != table.Oid)
         {
+            if (relation.Namespace == table.Name.Schema && relation.RelationName == table.Name.Name)
+                throw new CdcStartupException(
+                    $"Rows of a table named {table.Name} (relation {id}) are in the stream, but it is not the outbox table the stream " +
+                    $"started with (relation {table.Oid}): the outbox was rotated, or dropped and created again. Stopping without " +
+                    "confirming past them; start the worker again to relay the new table from its first row (add it to the " +
+                    "publication if it is not in it).");
             _layouts[id] = null;
             return null;
         }
-        if (id == table.Oid)
-            NoticeName(relation);
+        NoticeName(relation);
         var layout = OutboxRelationLayout.For(relation, names, placements);
         _layouts[id] = layout;
         return layout;
@@ -38,23 +43,6 @@ sealed class OutboxRelations(OutboxTable table, OutboxColumns names, string conn
 
     /// <summary>The layout of a relation announced earlier on this stream, or null when it is not the outbox.</summary>
     public OutboxRelationLayout? this[uint relationId] => _layouts.GetValueOrDefault(relationId);
-
-    async ValueTask<bool> IsPartitionAsync(uint relationId, CancellationToken ct)
-    {
-        if (!table.Partitioned || _notOutbox.Contains(relationId))
-            return false;
-        // Asked once per relation and stream: partitions attached while streaming are found when they first appear.
-        await using var connection = new NpgsqlConnection(connectionString);
-        await connection.OpenAsync(ct);
-        await using var command = new NpgsqlCommand(
-            "SELECT EXISTS (SELECT 1 FROM pg_partition_ancestors($1::regclass) a WHERE a.relid = $2::regclass)", connection);
-        command.Parameters.AddWithValue(NpgsqlTypes.NpgsqlDbType.Oid, relationId);
-        command.Parameters.AddWithValue(NpgsqlTypes.NpgsqlDbType.Oid, table.Oid);
-        var isPartition = await command.ExecuteScalarAsync(ct) is true;
-        if (!isPartition)
-            _notOutbox.Add(relationId);
-        return isPartition;
-    }
 
     void NoticeName(RelationMessage relation)
     {

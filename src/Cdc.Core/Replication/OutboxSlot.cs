@@ -174,9 +174,12 @@ public static class OutboxSlot
                         $", so rows of partitions it does not list would never be relayed; run: ALTER PUBLICATION \"{publication}\" " +
                         $"ADD TABLE {outbox.Name.Quoted}; ALTER PUBLICATION \"{publication}\" SET (publish_via_partition_root = true)");
                 if (outbox.Partitioned && !reader.GetBoolean(1))
-                    logger.LogInformation(
-                        "Publication {Publication} publishes the partitions of {Table} under their own names " +
-                        "(publish_via_partition_root = false); their rows are relayed as the table's", publication, outbox.Name);
+                    // Without it, rows arrive under each partition's own relation, and a partition detached before its rows
+                    // were read could no longer be told from another table: they would be skipped.
+                    throw new CdcConfigurationException("Cdc:Postgres:Publication",
+                        $"publication {publication} publishes the partitions of {outbox.Name} under their own names " +
+                        $"(publish_via_partition_root = false), which can hide the rows of a partition detached before they were read; run: " +
+                        $"ALTER PUBLICATION \"{publication}\" SET (publish_via_partition_root = true)");
                 return;
             }
         }

@@ -49,7 +49,7 @@ sealed class SlotReader(LogicalReplicationConnection connection, PostgresOptions
                     yield return new SlotChange(SlotChangeKind.Begin, transaction);
                     break;
                 case RelationMessage relation when relations is not null:
-                    await relations.OnRelationAsync(relation, ct);
+                    relations.OnRelation(relation);
                     break;
                 case InsertMessage insert when inTransaction && relations is not null && relations[insert.Relation.RelationId] is { } layout:
                     yield return new SlotChange(SlotChangeKind.Row, transaction, Row: await OutboxRowReader.ReadAsync(insert, layout, ct));

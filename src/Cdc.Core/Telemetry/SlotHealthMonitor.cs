@@ -46,12 +46,14 @@ sealed class SlotHealthMonitor(PostgresOptions options, OutboxTable? table, Rela
             """
             SELECT pg_current_wal_lsn(), s.wal_status, s.safe_wal_size,
                    pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint,
-                   $2::oid = 0 OR EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = $2)
+                   $2::oid = 0 OR EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = $2),
+                   to_regclass($3::text)::oid
             FROM (SELECT 1) AS one
             LEFT JOIN pg_replication_slots s ON s.slot_name = $1
             """, connection);
         command.Parameters.AddWithValue(options.Slot);
         command.Parameters.AddWithValue(NpgsqlDbType.Oid, table?.Oid ?? 0u);
+        command.Parameters.AddWithValue(NpgsqlDbType.Text, (object?)table?.Name.Quoted ?? DBNull.Value);
         await using var reader = await command.ExecuteReaderAsync(ct);
         await reader.ReadAsync(ct);
         status.DatabaseReachable = true;
@@ -61,6 +63,13 @@ sealed class SlotHealthMonitor(PostgresOptions options, OutboxTable? table, Rela
             : new SlotHealth(reader.GetString(1), reader.IsDBNull(2) ? null : reader.GetInt64(2), reader.IsDBNull(3) ? 0 : reader.GetInt64(3));
         if (!reader.GetBoolean(4))
             _problem.TrySetResult(TableDropped(table!));
+        else if (table is not null && !reader.IsDBNull(5) && reader.GetFieldValue<uint>(5) != table.Oid)
+            // Another table has the outbox's name (the outbox was renamed away and a new one created): its rows may never
+            // reach this stream (a publication FOR TABLE does not cover it), so nobody would notice them missing.
+            _problem.TrySetResult(new CdcStartupException(
+                $"The name {table.Name} now belongs to another table (relation {reader.GetFieldValue<uint>(5)}) than the outbox the " +
+                $"stream started with (relation {table.Oid}): the outbox was rotated. Its rows are not relayed until the worker starts " +
+                "again on it (add it to the publication if needed); the slot is confirmed only up to what Kafka acknowledged."));
         else if (status.Slot?.WalStatus == "lost")
             // The server removed WAL the slot needs: this stream cannot go on. The next start applies LostSlotPolicy.
             _problem.TrySetResult(new InvalidOperationException($"Slot {options.Slot} was invalidated while streaming (wal_status = 'lost')"));

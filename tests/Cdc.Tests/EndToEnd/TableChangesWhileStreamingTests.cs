@@ -272,6 +272,8 @@ public class TableChangesWhileStreamingTests(ITestOutputHelper output, ServersFi
             CREATE TABLE {table}_default PARTITION OF {table} DEFAULT;
             CREATE PUBLICATION {options.Postgres.Publication} FOR TABLE {table} WITH (publish = 'insert');
             """);
+        // Refused at start (it could hide rows); with publish_via_partition_root = true the same scenario loses nothing.
+        await AssertRefusedUntilViaRootAsync(servers, options);
         await servers.CreateTopicAsync($"{name}.order", 3);
         await servers.CreateTopicAsync($"{name}.invoice", 3);
         var relay = await InProcessRelay.StartAsync(options, output);
@@ -399,6 +401,8 @@ public class TableChangesWhileStreamingTests(ITestOutputHelper output, ServersFi
             CREATE TABLE {table}_order PARTITION OF {table} FOR VALUES IN ('order');
             CREATE PUBLICATION {options.Postgres.Publication} FOR ALL TABLES WITH (publish = 'insert');
             """);
+        // Refused at start (it could hide rows); with publish_via_partition_root = true the same scenario loses nothing.
+        await AssertRefusedUntilViaRootAsync(servers, options);
         await servers.CreateTopicAsync($"{name}.order", 3);
         await servers.CreateTopicAsync($"{name}.invoice", 3);
         await using var relay = await InProcessRelay.StartAsync(options, output);
@@ -425,5 +429,19 @@ public class TableChangesWhileStreamingTests(ITestOutputHelper output, ServersFi
             await relay.DisposeAsync();
             await Sql.ExecuteAsync(servers.PostgresConnectionString, $"DROP TABLE IF EXISTS {table}");
         }
+    }
+
+    /// <summary>The worker refuses a publication without publish_via_partition_root for a partitioned outbox; the test then sets it.</summary>
+    static async Task AssertRefusedUntilViaRootAsync(TestServers servers, Cdc.Configuration.CdcOptions options)
+    {
+        var status = new Cdc.Relay.RelayStatus();
+        using var stop = new CancellationTokenSource(Timeout);
+        var refused = await Assert.ThrowsAsync<Cdc.Configuration.CdcConfigurationException>(() =>
+            new Cdc.Relay.OutboxRelay(options, Microsoft.Extensions.Logging.Abstractions.NullLogger<Cdc.Relay.OutboxRelay>.Instance,
+                new Cdc.Telemetry.CdcMetrics(status), status).RunAsync(stop.Token));
+        Assert.Equal("Cdc:Postgres:Publication", refused.Key);
+        Assert.Contains("SET (publish_via_partition_root = true)", refused.Message);
+        await Sql.ExecuteAsync(servers.PostgresConnectionString,
+            $"ALTER PUBLICATION {options.Postgres.Publication} SET (publish_via_partition_root = true)");
     }
 }

@@ -141,6 +141,9 @@ public class DeliveryAdversaryTests(ITestOutputHelper output, ServersFixture fix
         using var cluster = MockKafkaCluster.Start(brokers: 1);
         await using var outbox = await OutboxHarness.CreateAsync(servers, output, [], bootstrapServers: cluster.BootstrapServers);
         cluster.CreateTopic(outbox.Topic("order"), 1, 1);
+        // The slot exists first (so the event below is in it); then the principal loses the permission.
+        await outbox.StartRelayAsync();
+        await outbox.StopRelayAsync();
         cluster.PushRequestErrors(initProducerIdApiKey, Enumerable.Repeat(ErrorCode.ClusterAuthorizationFailed, 500).ToArray());
         outbox.StartRelay();
         var refused = await outbox.CommitAsync(new TestEvent("order", "o-1", "Refused"));

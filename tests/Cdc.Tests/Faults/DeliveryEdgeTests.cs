@@ -68,8 +68,9 @@ public class DeliveryEdgeTests(ITestOutputHelper output, ServersFixture fixture)
         var before = new TestEvent("order", "o-1", "Before");
         await outbox.WaitForConfirmedAsync(await outbox.CommitAsync(before), Timeout);
 
-        // The dead-letter topic refuses every form: whole, without payload, key and headers only.
-        cluster.PushRequestErrors(MockKafkaCluster.ProduceApiKey, ErrorCode.InvalidRecord, ErrorCode.InvalidRecord, ErrorCode.InvalidRecord);
+        // The dead-letter topic refuses every form, each in its batch and then alone: whole, without payload, key and headers
+        // only. (Each refusal makes the producer fatal, gapless: the relay resumes from the slot and remembers the refusal.)
+        cluster.PushRequestErrors(MockKafkaCluster.ProduceApiKey, Enumerable.Repeat(ErrorCode.InvalidRecord, 6).ToArray());
         var refused = await outbox.CommitAsync(new TestEvent("not a topic!", "o-1", "Refused"));
         var stopped = await Task.WhenAny(outbox.RelayTask!, Task.Delay(Timeout));
         Assert.Same(outbox.RelayTask, stopped);

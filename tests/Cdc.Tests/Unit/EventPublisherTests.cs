@@ -340,6 +340,11 @@ public partial class EventPublisherTests
         var batch = new[] { await f.Producer.WaitForAsync(Is(ids[0])), await f.Producer.WaitForAsync(Is(ids[1])) };
         f.Producer.Report((batch[0], ErrorCode.InvalidRecord), (batch[1], ErrorCode.Local_InvalidDifferentRecord));
 
+        // The named record is judged alone too (a broker may refuse a whole batch with InvalidRecord): refused alone, it is
+        // dead-lettered whole.
+        var first = await f.Producer.WaitForAsync(Is(ids[0]), count: 2);
+        Assert.True(first.Alone);
+        f.Producer.Report(first, ErrorCode.InvalidRecord);
         var deadLetter = await f.Producer.WaitForAsync(p => p.Record.Topic == "t.dlq");
         Assert.Equal(ids[0], deadLetter.Event.EventId);
         Assert.Equal(DeadLetterForm.Whole, deadLetter.DeadLetter);
