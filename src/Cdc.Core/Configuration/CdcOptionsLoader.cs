@@ -51,6 +51,9 @@ public static partial class CdcOptionsLoader
         foreach (var (name, value) in pg.Columns.Named())
             Require($"Cdc:Postgres:Columns:{name}", value);
 
+        if (pg.Mode == RelayMode.Polling)
+            ValidatePolling(pg);
+
         var kafka = options.Kafka;
         Require("Cdc:Kafka:BootstrapServers", kafka.BootstrapServers);
         Require("Cdc:Kafka:TopicTemplate", kafka.TopicTemplate);
@@ -96,6 +99,24 @@ public static partial class CdcOptionsLoader
             throw new CdcConfigurationException("Cdc:Relay:MaxInFlightBytes",
                 $"is {relay.MaxInFlightBytes} bytes, more than half of Cdc:Kafka:Producer:queue.buffering.max.kbytes ({kbytes} KiB): the producer's " +
                 "queue must hold every event in flight with its headers and overhead; lower one or raise the other");
+    }
+
+    static void ValidatePolling(PostgresOptions pg)
+    {
+        if (pg.Polling.Interval <= TimeSpan.Zero)
+            throw new CdcConfigurationException("Cdc:Postgres:Polling:Interval", "must be positive");
+        if (pg.Polling.BatchSize < 1)
+            throw new CdcConfigurationException("Cdc:Postgres:Polling:BatchSize", "must be at least 1");
+        // What only the WAL carries cannot be polled, and the polling relay deletes what it relayed itself.
+        if (pg.OutboxTable is null)
+            throw new CdcConfigurationException("Cdc:Postgres:Table", "is empty, but Cdc:Postgres:Mode=Polling polls a table: name it");
+        if (pg.MessagePrefix.Length > 0)
+            throw new CdcConfigurationException("Cdc:Postgres:MessagePrefix",
+                "is set, but pg_logical_emit_message events exist only in the WAL, which Cdc:Postgres:Mode=Polling does not read: " +
+                "unset it, or use Mode=Replication");
+        if (pg.Retention is not null)
+            throw new CdcConfigurationException("Cdc:Postgres:Retention",
+                "is set, but Cdc:Postgres:Mode=Polling deletes every row once Kafka acknowledged it: unset it");
     }
 
     static void Require(string key, string? value)
