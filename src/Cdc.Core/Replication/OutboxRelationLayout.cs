@@ -39,15 +39,22 @@ sealed class OutboxRelationLayout
     /// The layout of an outbox relation, or throws when the relation lacks a configured column or has one of a type
     /// the connector cannot read (the table changed under the stream: rows read with a wrong layout would be lost).
     /// </summary>
-    public static OutboxRelationLayout For(RelationMessage relation, OutboxColumns names)
+    public static OutboxRelationLayout For(RelationMessage relation, OutboxColumns names) =>
+        For([.. relation.Columns.Select(c => (c.ColumnName, c.DataTypeId))], $"{relation.Namespace}.{relation.RelationName}", names);
+
+    /// <summary>
+    /// The layout of columns given by name and type OID, in the order their values come (a Relation message's, or a
+    /// query's select list); throws like the overload above.
+    /// </summary>
+    public static OutboxRelationLayout For(IReadOnlyList<(string Name, uint DataTypeId)> relationColumns, string relationName, OutboxColumns names)
     {
-        var columns = new OutboxColumn[relation.Columns.Count];
+        var columns = new OutboxColumn[relationColumns.Count];
         var layout = new OutboxRelationLayout(columns);
         var found = new HashSet<OutboxColumn>();
         for (var i = 0; i < columns.Length; i++)
         {
-            var column = relation.Columns[i];
-            var name = column.ColumnName;
+            var column = relationColumns[i];
+            var name = column.Name;
             var role = name == names.Id ? OutboxColumn.Id
                 : name == names.AggregateType ? OutboxColumn.AggregateType
                 : name == names.AggregateId ? OutboxColumn.AggregateId
@@ -72,7 +79,7 @@ sealed class OutboxRelationLayout
                     break;
                 case OutboxColumn.CreatedAt when column.DataTypeId != TimestampTzOid:
                     throw new InvalidDataException(
-                        $"column {relation.Namespace}.{relation.RelationName}.{name} is no longer timestamptz (type oid {column.DataTypeId})");
+                        $"column {relationName}.{name} is no longer timestamptz (type oid {column.DataTypeId})");
             }
         }
 
@@ -92,7 +99,7 @@ sealed class OutboxRelationLayout
             Require(OutboxColumn.Headers, names.Headers);
         if (missing.Count > 0)
             throw new InvalidDataException(
-                $"relation {relation.Namespace}.{relation.RelationName} has no column {string.Join(", ", missing)} any more (renamed or dropped)");
+                $"relation {relationName} has no column {string.Join(", ", missing)} any more (renamed or dropped)");
         return layout;
     }
 }

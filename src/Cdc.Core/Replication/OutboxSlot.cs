@@ -57,7 +57,7 @@ public static class OutboxSlot
         return new PreparedSlot(await ConfirmedLsnAsync(connection, options.Slot, ct), outbox, gap);
     }
 
-    static async Task<OutboxTable> FindTableAsync(NpgsqlConnection connection, TableName table, CancellationToken ct)
+    internal static async Task<OutboxTable> FindTableAsync(NpgsqlConnection connection, TableName table, CancellationToken ct)
     {
         await using var command = new NpgsqlCommand("SELECT c.oid, c.relkind FROM pg_class c WHERE c.oid = to_regclass($1)", connection);
         command.Parameters.AddWithValue(table.Quoted);
@@ -77,7 +77,7 @@ public static class OutboxSlot
         return await command.ExecuteScalarAsync(ct) is NpgsqlLogSequenceNumber lsn ? (ulong)lsn : 0;
     }
 
-    static async Task CheckColumnsAsync(NpgsqlConnection connection, OutboxTable outbox, OutboxColumns names, CancellationToken ct)
+    internal static async Task CheckColumnsAsync(NpgsqlConnection connection, OutboxTable outbox, OutboxColumns names, CancellationToken ct)
     {
         var table = outbox.Name;
         await using var command = new NpgsqlCommand(
