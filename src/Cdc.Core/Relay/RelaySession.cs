@@ -18,7 +18,7 @@ namespace Cdc.Relay;
 /// the position tracker and the slot confirmer on one replication connection and one producer. Never reused: after a
 /// failure everything is rebuilt and the server resends from the slot's confirmed position.
 /// </summary>
-sealed class RelaySession : IAsyncDisposable
+sealed class RelaySession : IRelaySession
 {
     static readonly TimeSpan StartGrace = TimeSpan.FromMilliseconds(750);
 
