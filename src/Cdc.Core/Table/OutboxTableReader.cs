@@ -65,15 +65,18 @@ sealed class OutboxTableReader
     /// <summary>The select list every query of this reader must use, as is: <c>SELECT {Columns} FROM …</c>.</summary>
     public string Columns { get; }
 
-    /// <summary>The order rows are relayed in, for ORDER BY: <c>created_at, id</c> (quoted).</summary>
-    public string OrderBy => $"{_createdAt}, {_id}";
+    /// <summary>
+    /// The order rows are relayed in, for ORDER BY: <c>created_at, id</c>, qualified by the table, since a bare name in
+    /// ORDER BY means a select-list column of that name first (here the text forms, which sort otherwise, and no index).
+    /// </summary>
+    public string OrderBy => $"{From}.{_createdAt}, {From}.{_id}";
 
     /// <summary>
     /// A condition for keyset pages: rows after a given row in <see cref="OrderBy"/> order, with that row's
     /// <see cref="AfterParameters"/> as parameters <c>$n</c> and <c>$n+1</c>.
     /// </summary>
     public string After(int firstParameter) =>
-        $"({_createdAt}, {_id}) > (${firstParameter}::timestamptz, ${firstParameter + 1}::{_idType})";
+        $"({From}.{_createdAt}, {From}.{_id}) > (${firstParameter}::timestamptz, ${firstParameter + 1}::{_idType})";
 
     /// <summary>The parameters of <see cref="After"/> for the rows after <paramref name="row"/>.</summary>
     public static NpgsqlParameter[] AfterParameters(TableRow row) =>
@@ -119,8 +122,8 @@ sealed class OutboxTableReader
             trackCommitTime ? "pg_xact_commit_timestamp(xmin)" : "NULL::timestamptz",
             "tableoid",
             "ctid",
-            $"{createdAt}::text",
-            $"{id}::text",
+            $"{createdAt}::text AS sort_created_at",
+            $"{id}::text AS sort_id",
             .. wanted.Select(n => $"{columns[n].Send}({SqlIdentifier.Quote(n)})"),
         ]);
         return new OutboxTableReader(table, layout, select, columns[names.Id].TypeName, createdAt, id);

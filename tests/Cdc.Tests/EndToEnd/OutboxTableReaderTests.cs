@@ -108,7 +108,7 @@ public class OutboxTableReaderTests(ITestOutputHelper output, ServersFixture fix
         Assert.Equal(PayloadKind.Bytes, row.Row.PayloadKind);
         Assert.Null(row.Row.Headers);
         Assert.Null(row.Row.ReadError);
-        Assert.Equal("\"at\", \"event_id\"", reader.OrderBy);
+        Assert.Equal($"{reader.From}.\"at\", {reader.From}.\"event_id\"", reader.OrderBy);
     }
 
     [Fact]
@@ -117,14 +117,18 @@ public class OutboxTableReaderTests(ITestOutputHelper output, ServersFixture fix
         var servers = await fixture.GetAsync();
         await using var outbox = await OutboxHarness.CreateAsync(servers, output, ["order"]);
         var table = outbox.Options.Postgres.Table;
-        // 25 rows sharing one created_at (one transaction), and two whose created_at no event can carry.
+        // 25 rows sharing one created_at (one transaction); two whose created_at no event can carry; and two whose
+        // created_at sort one way as timestamps and the other way as text (44 BC, year 1).
         var written = Enumerable.Range(0, 25).Select(i => new TestEvent("order", $"o-{i}", $"E{i}")).ToArray();
         await outbox.CommitAsync(written);
         var early = Guid.NewGuid();
         var late = Guid.NewGuid();
+        var bc = Guid.NewGuid();
+        var yearOne = Guid.NewGuid();
         await outbox.ExecuteAsync($"""
             INSERT INTO {table} (id, aggregate_type, aggregate_id, event_type, payload, created_at) VALUES
-              ('{early}', 'order', 'x', 'Early', '{"{}"}', '-infinity'), ('{late}', 'order', 'x', 'Late', '{"{}"}', 'infinity')
+              ('{early}', 'order', 'x', 'Early', '{"{}"}', '-infinity'), ('{late}', 'order', 'x', 'Late', '{"{}"}', 'infinity'),
+              ('{yearOne}', 'order', 'x', 'YearOne', '{"{}"}', '0001-01-01 00:00:00+00'), ('{bc}', 'order', 'x', 'BC', '{"{}"}', '0044-03-15 00:00:00+00 BC')
             """);
 
         var (reader, connection) = await ReaderAsync(outbox.ConnectionString, table);
@@ -138,12 +142,14 @@ public class OutboxTableReaderTests(ITestOutputHelper output, ServersFixture fix
                 OutboxTableReader.AfterParameters(pages[^1][^1])));
 
         var rows = pages.SelectMany(p => p).ToList();
-        Assert.Equal(27, rows.Count);
-        Assert.Equal(early.ToString("D"), rows[0].Row.Id);
+        Assert.Equal(29, rows.Count);
+        Assert.Equal([early, bc, yearOne], rows[..3].Select(r => Guid.Parse(r.Row.Id)));
         Assert.Equal(late.ToString("D"), rows[^1].Row.Id);
         Assert.Contains("created_at is infinity", rows[0].Row.ReadError);
+        Assert.Contains("outside the years 1 to 9999", rows[1].Row.ReadError);
+        Assert.Null(rows[2].Row.ReadError);
         Assert.Contains("created_at is infinity", rows[^1].Row.ReadError);
-        var middle = rows[1..^1];
+        var middle = rows[3..^1];
         Assert.All(middle, r => Assert.Null(r.Row.ReadError));
         // Same created_at: id order (uuid order is the order of their lower-case text).
         Assert.Equal(written.Select(e => e.Id.ToString("D")).Order(StringComparer.Ordinal), middle.Select(r => r.Row.Id));
