@@ -33,8 +33,8 @@ sealed class Options
         if (args.Contains("--modes"))
         {
             // Replication mode vs polling mode in one short run: the backlog drains only (a, b, c).
-            o.Events = 200_000;
-            o.Warmup = 20_000;
+            o.Events = 500_000;
+            o.Warmup = 50_000;
             foreach (var phase in new[] { "wolverine", "latency", "backpressure" })
                 o.Skip.Add(phase);
         }
