@@ -4,7 +4,7 @@ using System.Text;
 namespace Cdc.Benchmarks;
 
 /// <summary>
-/// A child process whose output is collected line by line: the broker, the worker, the polling relay, Wolverine.
+/// A child process whose output is collected line by line: the broker, the worker (in either mode), Wolverine.
 /// Children of this app itself are started as <c>dotnet Cdc.Benchmarks.dll &lt;mode&gt;</c>.
 /// </summary>
 sealed class Child : IDisposable

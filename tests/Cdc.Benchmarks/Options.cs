@@ -30,6 +30,14 @@ sealed class Options
     public static Options Parse(string[] args)
     {
         var o = new Options();
+        if (args.Contains("--modes"))
+        {
+            // Replication mode vs polling mode in one short run: the backlog drains only (a, b, c).
+            o.Events = 500_000;
+            o.Warmup = 50_000;
+            foreach (var phase in new[] { "wolverine", "latency", "backpressure" })
+                o.Skip.Add(phase);
+        }
         var quick = args.Contains("--quick");
         if (quick)
         {
@@ -45,7 +53,7 @@ sealed class Options
             int NextInt() => int.Parse(Next().Replace("_", ""), CultureInfo.InvariantCulture);
             switch (args[i])
             {
-                case "--quick": break;
+                case "--quick" or "--modes": break;
                 case "--events": o.Events = NextInt(); break;
                 case "--warmup": o.Warmup = NextInt(); break;
                 case "--rows-per-tx": o.RowsPerTransaction = NextInt(); break;
@@ -78,7 +86,7 @@ sealed class Options
         if (o.WolverineEvents < 0)
             o.WolverineEvents = o.Events;
         if (o.Warmup % 1000 != 0 || o.Warmup < 1000)
-            throw new ArgumentException("--warmup must be a multiple of 1000 (the polling relay's batch), at least 1000");
+            throw new ArgumentException("--warmup must be a multiple of 1000 (the polling mode's default batch), at least 1000");
         return o;
     }
 

@@ -4,7 +4,6 @@ using Cdc.Benchmarks;
 return args.FirstOrDefault() switch
 {
     "--broker" => BrokerMode.Run(args[1..]),
-    "--poll" => await PollingRelay.RunAsync(args[1..]),
     "--wolverine" => await WolverineMode.RunAsync(args[1..]),
     "--micro" => MicroMode.Run(args[1..]),
     "--footprint" => await Footprint.RunAsync(args[1..]),
@@ -16,6 +15,7 @@ static int Help()
 {
     Console.WriteLine("""
         dotnet run -c Release --project tests/Cdc.Benchmarks -- [--quick] [--events N] [--out bench.json] [options]
+        dotnet run -c Release --project tests/Cdc.Benchmarks -- --modes [--out modes.json]   (replication vs polling mode)
         dotnet run -c Release --project tests/Cdc.Benchmarks -- --micro [--quick]
         dotnet run -c Release --project tests/Cdc.Benchmarks -- --footprint [--native PATH] [--starts N] [--backlog N]
         See tests/Cdc.Benchmarks/README.md for every option.

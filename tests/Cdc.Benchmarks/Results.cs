@@ -14,6 +14,8 @@ sealed class DrainResult
     public double? ServerCpuSecondsPerMillion => ServerCpuSeconds is { } cpu && Events > 0 ? cpu / Events * 1e6 : null;
     public long? PeakRssBytes { get; set; }
     public string? Note { get; set; }
+    /// <summary>Figures particular to one relay (e.g. the polling mode's VACUUM afterwards).</summary>
+    public Dictionary<string, double> Extra { get; set; } = [];
     public string? Error { get; set; }
     public string? LoadStart { get; set; }
     public string? LoadEnd { get; set; }

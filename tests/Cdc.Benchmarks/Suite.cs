@@ -121,7 +121,7 @@ sealed partial class Suite(Options o)
         await _db.DropSlotAsync(RecvSlot);
 
         if (o.Runs("polling"))
-            _result.Drains.Add(await Guarded("c", "polling relay (SELECT … FOR UPDATE SKIP LOCKED, DELETE)", PollingDrainAsync));
+            _result.Drains.Add(await Guarded("c", "Cdc worker, polling mode (SELECT … FOR UPDATE SKIP LOCKED, DELETE)", PollingDrainAsync));
         if (o.Runs("wolverine"))
             _result.Drains.Add(await Guarded("d", "WolverineFx 6.62 durable outbox", WolverineDrainAsync));
 

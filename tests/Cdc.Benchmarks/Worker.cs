@@ -42,7 +42,8 @@ sealed class Worker : IDisposable
         return env;
     }
 
-    public static async Task<Worker> StartAsync(Dictionary<string, string?> env, bool echo)
+    /// <summary>Starts the worker and waits until it relays: its "Streaming slot" line (replication) or <paramref name="readyLine"/>.</summary>
+    public static async Task<Worker> StartAsync(Dictionary<string, string?> env, bool echo, string readyLine = "Streaming slot")
     {
         var child = Child.Start("worker", "dotnet", [Cdc.Embedded.WorkerBinary.Path()], env, echo);
         try
@@ -50,7 +51,7 @@ sealed class Worker : IDisposable
             const string marker = "Now listening on: ";
             var line = await child.WaitForLineAsync(marker, TimeSpan.FromSeconds(60), contains: true);
             var url = line[(line.IndexOf(marker, StringComparison.Ordinal) + marker.Length)..].Trim();
-            await child.WaitForLineAsync("Streaming slot", TimeSpan.FromSeconds(60), contains: true);
+            await child.WaitForLineAsync(readyLine, TimeSpan.FromSeconds(60), contains: true);
             return new Worker(child, url, env);
         }
         catch

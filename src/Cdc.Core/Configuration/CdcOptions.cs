@@ -62,6 +62,12 @@ public sealed class PostgresOptions
     /// <summary>Column names of the outbox table.</summary>
     public OutboxColumns Columns { get; set; } = new();
 
+    /// <summary>How rows are read: from a logical replication slot (the default) or by polling the table.</summary>
+    public RelayMode Mode { get; set; } = RelayMode.Replication;
+
+    /// <summary>The polling relay's pace (<see cref="RelayMode.Polling"/> only).</summary>
+    public PollingOptions Polling { get; set; } = new();
+
     /// <summary>The configured table, or null in table-less mode.</summary>
     public TableName? OutboxTable =>
         string.IsNullOrWhiteSpace(Table) ? null
@@ -88,6 +94,28 @@ public enum SnapshotMode
     Never,
     /// <summary>Read in the snapshot the slot's creation exports: no row at the boundary is missed or doubled.</summary>
     Initial,
+}
+
+/// <summary>How the connector reads the outbox (<c>Cdc:Postgres:Mode</c>).</summary>
+public enum RelayMode
+{
+    /// <summary>A logical replication slot (pgoutput): needs <c>wal_level = logical</c> and a role with REPLICATION.</summary>
+    Replication,
+    /// <summary>
+    /// The table is polled: batches are selected <c>FOR UPDATE SKIP LOCKED</c>, published, and deleted once Kafka has
+    /// acknowledged them. For servers where logical replication cannot be enabled.
+    /// </summary>
+    Polling,
+}
+
+/// <summary>The polling relay's pace (<c>Cdc:Postgres:Polling:*</c>).</summary>
+public sealed class PollingOptions
+{
+    /// <summary>How long to wait before polling again when a poll found no row.</summary>
+    public TimeSpan Interval { get; set; } = TimeSpan.FromMilliseconds(500);
+
+    /// <summary>Rows per batch: selected, published, acknowledged and deleted in one database transaction.</summary>
+    public int BatchSize { get; set; } = 1000;
 }
 
 public sealed class KafkaOptions

@@ -60,6 +60,20 @@ public static partial class CdcOptionsLoader
             if (name != nameof(OutboxColumns.Headers)) // empty: the table has no headers column
                 Require($"Cdc:Postgres:Columns:{name}", value);
 
+        if (pg.Mode == RelayMode.Polling)
+        {
+            ValidatePolling(pg);
+            // What only a replication slot can do.
+            if (pg.Snapshot != SnapshotMode.Never)
+                throw new CdcConfigurationException("Cdc:Postgres:Snapshot", "is for Mode=Replication (polling relays every row in the table anyway)");
+            if (pg.LostSlotPolicy == LostSlotPolicy.Backfill)
+                throw new CdcConfigurationException("Cdc:Postgres:LostSlotPolicy", "Backfill is for Mode=Replication (polling has no slot)");
+            if (pg.SignalPrefix.Length > 0)
+                throw new CdcConfigurationException("Cdc:Postgres:SignalPrefix", "is for Mode=Replication (signals travel in the slot)");
+            if (options.Kafka.Delivery == DeliveryMode.ExactlyOnce)
+                throw new CdcConfigurationException("Cdc:Kafka:Delivery", "ExactlyOnce is for Mode=Replication (it skips source transactions by their position in the slot)");
+        }
+
         var kafka = options.Kafka;
         Require("Cdc:Kafka:BootstrapServers", kafka.BootstrapServers);
         Require("Cdc:Kafka:TopicTemplate", kafka.TopicTemplate);
@@ -121,6 +135,24 @@ public static partial class CdcOptionsLoader
             throw new CdcConfigurationException("Cdc:Relay:MaxInFlightBytes",
                 $"is {relay.MaxInFlightBytes} bytes, more than half of Cdc:Kafka:Producer:queue.buffering.max.kbytes ({kbytes} KiB): the producer's " +
                 "queue must hold every event in flight with its headers and overhead; lower one or raise the other");
+    }
+
+    static void ValidatePolling(PostgresOptions pg)
+    {
+        if (pg.Polling.Interval <= TimeSpan.Zero)
+            throw new CdcConfigurationException("Cdc:Postgres:Polling:Interval", "must be positive");
+        if (pg.Polling.BatchSize < 1)
+            throw new CdcConfigurationException("Cdc:Postgres:Polling:BatchSize", "must be at least 1");
+        // What only the WAL carries cannot be polled, and the polling relay deletes what it relayed itself.
+        if (pg.OutboxTable is null)
+            throw new CdcConfigurationException("Cdc:Postgres:Table", "is empty, but Cdc:Postgres:Mode=Polling polls a table: name it");
+        if (pg.MessagePrefix.Length > 0)
+            throw new CdcConfigurationException("Cdc:Postgres:MessagePrefix",
+                "is set, but pg_logical_emit_message events exist only in the WAL, which Cdc:Postgres:Mode=Polling does not read: " +
+                "unset it, or use Mode=Replication");
+        if (pg.Retention is not null)
+            throw new CdcConfigurationException("Cdc:Postgres:Retention",
+                "is set, but Cdc:Postgres:Mode=Polling deletes every row once Kafka acknowledged it: unset it");
     }
 
     static void Require(string key, string? value)

@@ -26,6 +26,7 @@ public sealed class PositionTracker(int maxInFlightEvents, long maxInFlightBytes
     long _inFlightBytes;
     bool _sealed;
     TaskCompletionSource _room = NewSignal();
+    TaskCompletionSource _advanced = NewSignal();
 
     /// <summary>The position the slot may be confirmed to: every event before it is acknowledged.</summary>
     public ulong Confirmable
@@ -169,6 +170,27 @@ public sealed class PositionTracker(int maxInFlightEvents, long maxInFlightBytes
         get { lock (_gate) return _inFlightEvents == 0; }
     }
 
+    /// <summary>
+    /// Completes when <see cref="Confirmable"/> reaches <paramref name="position"/>: the transaction committed at it and
+    /// every earlier one are acknowledged (the polling relay waits for its batch so).
+    /// </summary>
+    public async Task WhenConfirmableAsync(ulong position, CancellationToken ct)
+    {
+        while (true)
+        {
+            Task advanced;
+            lock (_gate)
+            {
+                if (_confirmable >= position)
+                    return;
+                if (_advanced.Task.IsCompleted)
+                    _advanced = NewSignal();
+                advanced = _advanced.Task;
+            }
+            await advanced.WaitAsync(ct);
+        }
+    }
+
     bool HasRoom() => _inFlightEvents < maxInFlightEvents && _inFlightBytes < maxInFlightBytes;
 
     void Advance()
@@ -180,6 +202,7 @@ public sealed class PositionTracker(int maxInFlightEvents, long maxInFlightBytes
             {
                 _confirmable = head.EndLsn;
                 _confirmableCommitTime = head.CommitTime;
+                _advanced.TrySetResult();
             }
         }
     }

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Cdc.Configuration;
+using Cdc.Polling;
 using Cdc.Publishing;
 using Cdc.Replication;
 using Cdc.Telemetry;
@@ -58,10 +59,12 @@ public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger,
         {
             TimeSpan delay;
             string problem;
-            RelaySession? session = null;
+            IRelaySession? session = null;
             try
             {
-                session = await RelaySession.OpenAsync(options, logger, metrics, status, memory, stopping, schemas);
+                session = options.Postgres.Mode == RelayMode.Polling
+                    ? await PollingSession.OpenAsync(options, logger, metrics, status, memory, stopping, schemas)
+                    : await RelaySession.OpenAsync(options, logger, metrics, status, memory, stopping, schemas);
                 await session.RunAsync(stopping, onStreaming: () =>
                 {
                     // Once per episode: a fault that recurs right after every start is not a new state each time.
@@ -125,8 +128,8 @@ public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger,
                 {
                     // Logged once per change of state, not per attempt.
                     if (lastProblem != problem)
-                        logger.LogWarning("Stream interrupted ({Cause}): {Message}. Resuming from the slot with backoff (now {Delay})",
-                            problem, Describe(e), delay);
+                        logger.LogWarning("Stream interrupted ({Cause}): {Message}. Resuming from the {Source} with backoff (now {Delay})",
+                            problem, Describe(e), options.Postgres.Mode == RelayMode.Polling ? "table" : "slot", delay);
                     else
                         logger.LogDebug("Still failing ({Cause}): {Message}; retry in {Delay}", problem, e.Message, delay);
                     lastProblem = problem;

@@ -22,7 +22,7 @@ namespace Cdc.Relay;
 /// the position tracker, the slot confirmer and the checkpoint on one replication connection and one producer. Never
 /// reused: after a failure everything is rebuilt and the server resends from the slot's confirmed position.
 /// </summary>
-sealed class RelaySession : IAsyncDisposable
+sealed class RelaySession : IRelaySession
 {
     static readonly TimeSpan StartGrace = TimeSpan.FromMilliseconds(750);
     static readonly TimeSpan CheckpointInterval = TimeSpan.FromSeconds(1);
@@ -359,14 +359,14 @@ sealed class RelaySession : IAsyncDisposable
             await using var set = new NpgsqlCommand($"SET TRANSACTION SNAPSHOT '{snapshot.Replace("'", "''")}'", connection, tx);
             await set.ExecuteNonQueryAsync(ct);
         }
-        var reader = await OutboxTableReader.CreateAsync(connection, _slot.Table!, _options.Postgres.Columns, _format.Placements, ct);
+        var reader = await OutboxTableReader.CreateAsync(connection, _slot.Table!, _options.Postgres.Columns, ct, _format.Placements);
         _logger.LogInformation("Relaying the {Kind} of {Table} from the table{From}", read.Kind, _slot.Table!.Name,
             read.From is { } from ? $" (created_at from {from:O})" : "");
         long rows = 0, counted = 0;
         var progressAt = Stopwatch.GetTimestamp();
         var kind = origin == Origin.Snapshot ? "snapshot" : "backfill";
         var inPart = 0;
-        await foreach (var row in reader.ReadRangeAsync(connection, read.From, null, ct))
+        await foreach (var (row, _, _, _, _, _, _) in reader.ReadRangeAsync(connection, read.From, null, ct))
         {
             if (_transactions is not null && inPart == 0)
                 await _transactions.BeginSourceAsync(transaction, ct);
@@ -417,12 +417,12 @@ sealed class RelaySession : IAsyncDisposable
             new NpgsqlLogSequenceNumber(change.Lsn));
         await using var connection = new NpgsqlConnection(_options.Postgres.ConnectionString);
         await connection.OpenAsync(ct);
-        var reader = await OutboxTableReader.CreateAsync(connection, _slot.Table, _options.Postgres.Columns, _format.Placements, ct);
+        var reader = await OutboxTableReader.CreateAsync(connection, _slot.Table, _options.Postgres.Columns, ct, _format.Placements);
         var rows = signal.Ids is { } ids
             ? reader.ReadIdsAsync(connection, ids, ct)
             : reader.ReadRangeAsync(connection, signal.From, signal.To, ct);
         long count = 0;
-        await foreach (var row in rows)
+        await foreach (var (row, _, _, _, _, _, _) in rows)
         {
             var info = change.Transaction with { CommitLsn = 0, CommitTime = row.CreatedAt ?? change.Transaction.CommitTime, Origin = Origin.Republish };
             await PublishAsync(_mapper.Map(row, info), transaction, change.Transaction.CommitTime, ct);

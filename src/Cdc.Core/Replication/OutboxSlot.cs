@@ -72,7 +72,7 @@ public static class OutboxSlot
         return await SlotLifecycle.EnsureAsync(connection, replication, options, outbox, identity, checkpoints, logger, ct);
     }
 
-    static async Task<OutboxTable> FindTableAsync(NpgsqlConnection connection, TableName table, CancellationToken ct)
+    internal static async Task<OutboxTable> FindTableAsync(NpgsqlConnection connection, TableName table, CancellationToken ct)
     {
         await using var command = new NpgsqlCommand("SELECT c.oid, c.relkind FROM pg_class c WHERE c.oid = to_regclass($1)", connection);
         command.Parameters.AddWithValue(table.Quoted);
@@ -86,7 +86,7 @@ public static class OutboxSlot
     }
 
 
-    static async Task CheckColumnsAsync(
+    internal static async Task CheckColumnsAsync(
         NpgsqlConnection connection, OutboxTable outbox, OutboxColumns names, IReadOnlyList<Mapping.Placement> placements, CancellationToken ct)
     {
         var table = outbox.Name;

@@ -24,7 +24,7 @@ public sealed class CdcMetrics : IDisposable
     public static readonly string[] RestartCauses = ["postgres", "kafka", "kafka_delivery", "other"];
 
     /// <summary>The values of the <c>origin</c> tag of <c>cdc.snapshot.rows</c>: how rows read from the table came to be read.</summary>
-    public static readonly string[] TableOrigins = ["snapshot", "backfill", "republish"];
+    public static readonly string[] TableOrigins = ["snapshot", "backfill", "republish", "polling"];
 
     readonly Meter _meter;
     readonly Counter<long> _published;
@@ -66,7 +66,7 @@ public sealed class CdcMetrics : IDisposable
         _streamStarts = _meter.CreateCounter<long>("cdc.stream.starts", "{start}",
             "Times this replica took the slot and started streaming (the first start, after a restart, or taking over from another replica).");
         _tableRows = _meter.CreateCounter<long>("cdc.snapshot.rows", "{row}",
-            "Rows read from the outbox table instead of the slot and handed to the producer, by origin (snapshot, backfill, republish).");
+            "Rows read from the outbox table instead of the slot and handed to the producer, by origin (snapshot, backfill, republish, polling).");
         _kafkaTransactions = _meter.CreateCounter<long>("cdc.kafka.transactions", "{transaction}",
             "Kafka transactions committed (Cdc:Kafka:Delivery=ExactlyOnce): one per source transaction or run of small ones.");
         _latency = _meter.CreateHistogram<double>("cdc.event.latency", "s",

@@ -46,6 +46,9 @@ public sealed class WorkerProcess : IDisposable
         ["Cdc__Kafka__TopicTemplate"] = options.Kafka.TopicTemplate,
         ["Cdc__Kafka__DeadLetterTopic"] = options.Kafka.DeadLetterTopic,
         ["Cdc__Relay__ConfirmInterval"] = "00:00:00.100",
+        ["Cdc__Postgres__Mode"] = options.Postgres.Mode.ToString(),
+        ["Cdc__Postgres__Polling__Interval"] = options.Postgres.Polling.Interval.ToString("c"),
+        ["Cdc__Postgres__Polling__BatchSize"] = options.Postgres.Polling.BatchSize.ToString(System.Globalization.CultureInfo.InvariantCulture),
     };
 
     /// <summary>

@@ -144,4 +144,39 @@ public class PositionTrackerTests
         Assert.Equal(0, tracker.InFlightEvents);
         Assert.Equal(0, tracker.InFlightBytes);
     }
+
+    [Fact]
+    public async Task WhenConfirmable_completes_only_once_the_position_and_everything_before_it_is_acknowledged()
+    {
+        var tracker = new PositionTracker(100, 1_000_000);
+        var first = tracker.Begin()!;
+        tracker.Add(first, 1);
+        tracker.Commit(first, 1);
+        var second = tracker.Begin()!;
+        tracker.Add(second, 1);
+        tracker.Add(second, 1);
+        tracker.Commit(second, 2);
+
+        var waiting = tracker.WhenConfirmableAsync(2, CancellationToken.None);
+        tracker.Acknowledge(second, 1);
+        tracker.Acknowledge(second, 1);
+        await Task.Delay(50);
+        Assert.False(waiting.IsCompleted); // the first transaction still holds the watermark back
+        tracker.Acknowledge(first, 1); // first moves the watermark to 1 and 2 at once
+        await waiting.WaitAsync(TimeSpan.FromSeconds(5));
+
+        var third = tracker.Begin()!;
+        tracker.Add(third, 1);
+        tracker.Commit(third, 3);
+        var notYet = tracker.WhenConfirmableAsync(3, CancellationToken.None);
+        await Task.Delay(50);
+        Assert.False(notYet.IsCompleted);
+        Assert.True(tracker.WhenConfirmableAsync(1, CancellationToken.None).IsCompletedSuccessfully);
+        using var cancel = new CancellationTokenSource();
+        var cancelled = tracker.WhenConfirmableAsync(3, cancel.Token);
+        await cancel.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelled);
+        tracker.Acknowledge(third, 1);
+        await notYet.WaitAsync(TimeSpan.FromSeconds(5));
+    }
 }
