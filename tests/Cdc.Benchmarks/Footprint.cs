@@ -195,6 +195,8 @@ sealed class FootprintSettings
     [JsonIgnore] public List<(string Variant, string Key, string? Value)> VariantEnv { get; } = [];
     [JsonIgnore] public List<(string Name, string Base)> Added { get; } = [];
     public HashSet<string> Only { get; } = new(StringComparer.Ordinal);
+    /// <summary>Ratio columns of the table, "A/B" (variant names); default: every variant over the first.</summary>
+    public List<string> Ratios { get; } = [];
     public HashSet<string> Skip { get; } = new(StringComparer.OrdinalIgnoreCase);
     /// <summary>Folder for dotnet-counters and dotnet-trace files of the JIT variants' measured windows (profiling runs only).</summary>
     public string? ProfileDirectory { get; private set; }
@@ -240,6 +242,7 @@ sealed class FootprintSettings
                         var w => throw new ArgumentException($"--workload {w}: three-topics or suite"),
                     };
                     break;
+                case "--ratio": s.Ratios.Add(Next()); break;
                 case "--hold": s.HoldSeconds = NextInt(); break;
                 case "--drain-repeat": s.DrainRepeat = Math.Max(1, NextInt()); break;
                 case "--backpressure-events": s.BackpressureEvents = NextInt(); break;

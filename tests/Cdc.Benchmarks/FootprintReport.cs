@@ -126,7 +126,10 @@ static class FootprintReport
         var cols = new List<string> { "figure", "target" };
         cols.AddRange(names);
         cols.Add(Recv);
-        var ratios = names.Where(n => n != names[0]).Select(n => (n, names[0])).ToList();
+        // --ratio A/B columns, else every other variant over the first.
+        var ratios = s.Ratios.Count > 0
+            ? s.Ratios.Select(r => r.Split('/')).Where(r => r.Length == 2 && names.Contains(r[0]) && names.Contains(r[1])).Select(r => (n: r[0], r[1])).ToList()
+            : names.Where(n => n != names[0]).Select(n => (n, names[0])).ToList();
         cols.AddRange(ratios.Select(x => $"{x.n}/{x.Item2}"));
         cols.Add($"{shipped}/{Recv}");
         cols.Add($"{shipped} meets");
