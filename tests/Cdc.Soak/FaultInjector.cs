@@ -12,11 +12,12 @@ sealed record FaultRecord(int Index, string Kind, double At, double Seconds, str
 /// A topic_missing fault: rows for <see cref="Topic"/> were written from <see cref="BlockedFrom"/> while it did not exist,
 /// it was created at <see cref="CreatedAt"/> (soak clock), and the slot passed everything written until then after
 /// <see cref="ResumedSeconds"/>. <see cref="Start"/> and <see cref="End"/> are the healthy topics' high watermarks (by
-/// topic index) around that window: the records between them were produced during it, and none may be a re-send.
+/// topic index) around that window: the records between them were produced during it, and none may be a re-send (null:
+/// the cluster did not answer, and the window could not be checked, which makes the run inconclusive).
 /// </summary>
 sealed record MissingTopicWindow(int Fault, string Topic, int TypeIndex, double BlockedFrom, double CreatedAt, double? CaughtUpBefore,
-    double? ResumedSeconds, Dictionary<int, long[]> Start, Dictionary<int, long[]> End, int WarningsWhileBlocked,
-    int? ReadyzWhileBlocked, int? ReadyzAfter);
+    double? ResumedSeconds, Dictionary<int, long[]>? Start, Dictionary<int, long[]>? End, int WarningsWhileBlocked,
+    double? WarnedAfterSeconds, int? ReadyzWhileBlocked, int? ReadyzAfter);
 
 /// <summary>An oversized_row fault: the row, whether its transaction committed, and how long until the slot passed it.</summary>
 sealed record OversizedFault(int Fault, Guid Id, string AggregateType, int PayloadBytes, bool Committed, long Txn, double? MovedPastSeconds);
@@ -300,6 +301,9 @@ sealed class FaultInjector(
     /// for a while, then the soak creates the topic through the mock, the writers go on a few seconds, and stop. The
     /// worker must hold back only that topic's events, say so once, answer 503 on /readyz meanwhile, and relay them in
     /// order once the topic exists; the healthy topics' records produced meanwhile must hold no re-sends.
+    /// The topic stays missing 10–30 s, and in any case until 3 s after the worker said so (at most 60 s): on the mock
+    /// the worker only declares the block once its CreateTopics attempt has timed out (10 s, "waiting for controller"),
+    /// so a shorter window would end before the blocked state is reached.
     /// </summary>
     async Task<string> MissingTopicAsync(int index, Func<string, string> start)
     {
@@ -310,23 +314,37 @@ sealed class FaultInjector(
         var topic = SoakRun.TopicOf(type);
         var typeIndex = Aggregates.Register(type);
         var aggregates = Enumerable.Range(typeIndex * Aggregates.PerType, 8).ToArray();
-        var blocked = 5 + 20 * _random.NextDouble();
+        var blocked = 10 + 20 * _random.NextDouble();
         var after = 3 + 7 * _random.NextDouble();
         var detail = start(string.Create(CultureInfo.InvariantCulture,
             $"rows for {aggregates.Length} aggregates of the new type '{type}' among the usual ones; its topic {topic} does not exist " +
-            $"for {blocked:F1} s, then is created through the mock API; rows go on {after:F1} s more") +
+            $"for {blocked:F1} s (at least until 3 s after the worker says so), then is created through the mock API; rows go on {after:F1} s more") +
             (caughtUpBefore is null ? " (the slot had not caught up within 60 s before)" : ""));
         var healthy = Enumerable.Range(0, typeIndex).ToArray();
-        var startMarks = await watermarks.HighAsync(healthy);
+        var startMarks = await watermarks.HighAsync(healthy, log);
         var blockedFrom = log.Elapsed;
         var warningsBefore = worker.MissingTopicWarnings.GetValueOrDefault(topic);
         load.SetExtraAggregates(aggregates);
-        int? readyzBlocked;
+        int? readyzBlocked = null;
+        double? saidAfter = null;
         int warnings;
         try
         {
-            await Task.Delay(TimeSpan.FromSeconds(blocked));
-            readyzBlocked = await ReadyzAsync();
+            while (true)
+            {
+                var now = log.Elapsed - blockedFrom;
+                if (saidAfter is null && worker.MissingTopicWarnings.GetValueOrDefault(topic) > warningsBefore)
+                {
+                    // The publisher counts the blocked topic (/readyz) before it logs the warning.
+                    saidAfter = Math.Round(now, 1);
+                    readyzBlocked = await ReadyzAsync();
+                    log.Info(string.Create(CultureInfo.InvariantCulture,
+                        $"fault #{index}: the worker said {topic} is missing {saidAfter:F1} s after its first rows were written; /readyz {readyzBlocked?.ToString(CultureInfo.InvariantCulture) ?? "unknown"}"));
+                }
+                if ((saidAfter is { } said && now >= Math.Max(blocked, said + 3)) || now >= 60)
+                    break;
+                await Task.Delay(200);
+            }
             warnings = worker.MissingTopicWarnings.GetValueOrDefault(topic) - warningsBefore;
             kafka.CreateTopic(topic, partitions: 3, replicationFactor: 3);
             topicCreated(type, typeIndex);
@@ -343,13 +361,15 @@ sealed class FaultInjector(
         load.SetExtraAggregates([]);
         await Task.Delay(TimeSpan.FromSeconds(2)); // transactions planned with the extra aggregates commit
         var resumed = await WaitSlotPastNowAsync(TimeSpan.FromSeconds(120));
-        var endMarks = await watermarks.HighAsync(healthy);
+        var endMarks = await watermarks.HighAsync(healthy, log);
         var readyzAfter = await ReadyzAsync();
         log.Info(resumed is null
             ? $"fault #{index}: the slot did not pass the rows written for {topic} within 120 s of its creation"
             : string.Create(CultureInfo.InvariantCulture, $"fault #{index}: the slot passed every row written for {topic} {resumed:F1} s after the writes stopped ({log.Elapsed - createdAt:F1} s after the topic was created); /readyz {readyzAfter?.ToString(CultureInfo.InvariantCulture) ?? "unknown"}"));
 
-        if (warnings != 1)
+        if (warnings == 0)
+            Problem(index, $"the worker did not say within 60 s that {topic} does not exist");
+        else if (warnings > 1)
             Problem(index, $"the worker warned {warnings} times that {topic} does not exist while it was missing (the contract: once)");
         if (readyzBlocked is not null and not 503)
             Problem(index, $"/readyz answered {readyzBlocked} while {topic} was missing (expected 503: delivery blocked)");
@@ -359,9 +379,9 @@ sealed class FaultInjector(
             Problem(index, $"/readyz answered {readyzAfter} after {topic} was created and the slot caught up (expected 200)");
         lock (_gate)
             MissingTopics.Add(new MissingTopicWindow(index, topic, typeIndex, Math.Round(blockedFrom, 1), Math.Round(createdAt, 1),
-                caughtUpBefore, resumed, startMarks, endMarks, warnings, readyzBlocked, readyzAfter));
+                caughtUpBefore, resumed, startMarks, endMarks, warnings, saidAfter, readyzBlocked, readyzAfter));
         return string.Create(CultureInfo.InvariantCulture,
-            $"{detail}; warned {warnings}×, /readyz {readyzBlocked?.ToString(CultureInfo.InvariantCulture) ?? "?"} while missing, " +
+            $"{detail}; missing {createdAt - blockedFrom:F1} s, warned {warnings}× (first after {saidAfter?.ToString("F1", CultureInfo.InvariantCulture) ?? "-"} s), /readyz {readyzBlocked?.ToString(CultureInfo.InvariantCulture) ?? "?"} while missing, " +
             $"{readyzAfter?.ToString(CultureInfo.InvariantCulture) ?? "?"} after; slot past its rows {resumed?.ToString("F1", CultureInfo.InvariantCulture) ?? "NEVER"} s after the writes stopped");
     }
 

@@ -213,6 +213,7 @@ static class SoakRun
             FailIf(verdict.DeadLettersMalformed > 0, $"{verdict.DeadLettersMalformed} oversized rows' dead letters are not their OutboxEvent with an error header");
             FailIf(verdict.HealthyResendsInBlockedWindows > 0,
                 $"{verdict.HealthyResendsInBlockedWindows} records re-sent on healthy topics while a topic was missing (a re-send flood)");
+            FailIf(verdict.UncheckedBlockedWindows > 0, $"inconclusive: {verdict.UncheckedBlockedWindows} missing-topic windows could not be checked for re-sends");
             FailIf(injector.Problems.Count > 0, $"fault checks: {string.Join("; ", injector.Problems)}");
             FailIf(!drained, "the worker did not catch up within the drain timeout (stuck)");
             FailIf(worker.Problems.Count > 0, $"worker problems: {string.Join("; ", worker.Problems)}");
@@ -254,7 +255,6 @@ static class SoakRun
             worker?.Dispose();
             lock (tails)
                 tails.ForEach(t => t.Dispose());
-            watermarks?.Dispose();
             kafka?.Dispose();
             if (postgres is not null)
             {
@@ -363,6 +363,7 @@ static class SoakRun
             v.DeadLettersMalformed,
             v.HealthyRecordsInBlockedWindows,
             v.HealthyResendsInBlockedWindows,
+            v.UncheckedBlockedWindows,
             v.AggregatesOnSeveralPartitions,
             RolledBackToSavepoint = v.SavepointRows,
             DeletedInSameTransaction = v.DeletedRows,

@@ -13,7 +13,7 @@ sealed class Verdict
     public long DeadLettersExpected, DeadLettersMissing, DeadLettersDelivered, DeadLetterDuplicates, UnexpectedDeadLetters;
     public long DeadLettersWithPayload, DeadLettersMalformed;
     // Records produced on healthy topics while a topic was missing, and how many of them were re-sends.
-    public long HealthyRecordsInBlockedWindows, HealthyResendsInBlockedWindows;
+    public long HealthyRecordsInBlockedWindows, HealthyResendsInBlockedWindows, UncheckedBlockedWindows;
     public List<string> BlockedWindowDetails { get; } = [];
     public List<string> DeadLetterDetails { get; } = [];
     public List<string> LostDetails { get; } = [];
@@ -212,6 +212,12 @@ sealed class Verdict
         var byTopic = records.GroupBy(r => r.Topic).ToDictionary(g => g.Key, g => g.ToList());
         foreach (var w in windows)
         {
+            if (w.Start is null || w.End is null)
+            {
+                v.UncheckedBlockedWindows++;
+                v.BlockedWindowDetails.Add($"fault #{w.Fault} {w.Topic}: NOT CHECKED for re-sends (the cluster did not give the healthy topics' high watermarks)");
+                continue;
+            }
             long produced = 0, resends = 0;
             var perTopic = new List<string>();
             foreach (var (topic, start) in w.Start)
