@@ -40,7 +40,8 @@ sealed record SoakOptions
           --faults LIST   only these fault kinds, comma-separated (default: all of the run's kinds)
 
         Faults (one at a time, from a shuffled bag; the last three twice per bag): worker SIGKILL and SIGTERM, all brokers
-        or one broker down, retriable produce errors, broker RTT, PostgreSQL restart (fast) and crash; topic_missing (rows
+        or one broker down, retriable produce errors (the worker then runs with one request in flight: the mock does not check
+        an idempotent producer's sequence numbers), broker RTT, PostgreSQL restart (fast) and crash; topic_missing (rows
         of a new aggregate type whose topic does not exist, the producer not allowed to auto-create topics, the topic created
         through the mock some seconds later), oversized_row (an unroutable row with a payload over 1 MB: a dead letter
         without its payload), and with --outbox partitioned partition_cycle.
