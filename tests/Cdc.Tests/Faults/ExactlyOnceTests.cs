@@ -148,7 +148,7 @@ public class ExactlyOnceTests(ITestOutputHelper output, ServersFixture fixture) 
         Assert.NotEqual(a, Cdc.Relay.RelaySession.TransactionalId(new Cdc.Replication.SlotIdentity("9999", "shop", "cdc_outbox")));
     }
 
-    [ApacheKafkaFact]
+    [ApacheKafkaFact("shows aborted records to read_committed consumers")]
     public async Task A_read_committed_consumer_sees_every_event_once_across_a_kill_on_Apache_Kafka()
     {
         var servers = await fixture.GetAsync();

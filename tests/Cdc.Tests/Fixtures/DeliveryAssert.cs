@@ -38,4 +38,20 @@ public static class DeliveryAssert
             Assert.Equal(expected, firsts);
         }
     }
+
+    /// <summary>
+    /// Per aggregate, the last delivery of each event is in written order: a consumer that applies every delivery ends
+    /// with the events in commit order (a weaker check than <see cref="FirstDeliveriesInWrittenOrder"/>, for what a test
+    /// broker cannot show).
+    /// </summary>
+    public static void LastDeliveriesInWrittenOrder(IEnumerable<TestEvent> written, IEnumerable<ConsumeResult<byte[], byte[]>> records)
+    {
+        var ordered = records.OrderBy(r => r.Offset.Value).Select(r => Header(r, HeaderNames.Id)).ToList();
+        foreach (var aggregate in written.GroupBy(e => (e.AggregateType, e.AggregateId)))
+        {
+            var expected = aggregate.Select(e => e.Id.ToString()).ToList();
+            var lasts = ordered.Where(expected.Contains).Reverse().Distinct().Reverse().ToList();
+            Assert.Equal(expected, lasts);
+        }
+    }
 }
