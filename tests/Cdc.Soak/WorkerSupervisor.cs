@@ -92,7 +92,8 @@ sealed partial class WorkerSupervisor(string assembly, IReadOnlyDictionary<strin
                 _streaming = true;
             if (line.Contains("Stream interrupted", StringComparison.Ordinal))
                 Interlocked.Increment(ref StreamInterruptions);
-            if (line.Contains("Recovered:", StringComparison.Ordinal))
+            // The relay logs "Streaming again after <cause>" since 5f6b7f2 (before: "Recovered: ...").
+            if (line.Contains("Streaming again after", StringComparison.Ordinal) || line.Contains("Recovered:", StringComparison.Ordinal))
                 Interlocked.Increment(ref Recoveries);
             if (line.Contains("Kafka unreachable", StringComparison.Ordinal))
                 Interlocked.Increment(ref KafkaUnreachable);
