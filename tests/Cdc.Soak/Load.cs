@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
@@ -6,10 +7,16 @@ using NpgsqlTypes;
 
 namespace Cdc.Soak;
 
-/// <summary>The outbox table (the contract's DDL) and the soak's other tables.</summary>
+/// <summary>
+/// The outbox table and the soak's other tables. The plain outbox is the contract's DDL (the writer library's); the
+/// partitioned one is the same columns, <c>PARTITION BY RANGE (created_at)</c> with primary key <c>(id, created_at)</c>
+/// and a default partition (partitions for time ranges are attached and detached by the fault injector).
+/// </summary>
 static class Schema
 {
-    public static readonly string Ddl = Cdc.Outbox.OutboxSchema.CreateTableSql() + """
+    public const string DefaultPartition = "outbox_default";
+
+    public static string Ddl(SoakOptions options) => Outbox(options) + """
         -- One row per writer transaction, in the same transaction: present exactly when the transaction committed.
         -- It settles commits whose outcome the writer could not see (the server crashed during COMMIT), even when the
         -- transaction deleted its own outbox rows.
@@ -18,22 +25,103 @@ static class Schema
         CREATE TABLE public.soak_business (id bigserial PRIMARY KEY, writer int NOT NULL, txn_id bigint NOT NULL, note text NOT NULL);
         CREATE TABLE public.soak_counter (writer int PRIMARY KEY, n bigint NOT NULL);
         """;
+
+    static string Outbox(SoakOptions options)
+    {
+        if (!options.Partitioned)
+            return Cdc.Outbox.OutboxSchema.CreateTableSql(new Cdc.Outbox.OutboxWriterOptions
+            {
+                PayloadColumnType = options.Bytea ? Cdc.Outbox.PayloadColumnType.Bytea : Cdc.Outbox.PayloadColumnType.Jsonb,
+            });
+        var payload = options.Bytea ? "bytea" : "jsonb";
+        return $"""
+            CREATE TABLE public.outbox (
+              id uuid NOT NULL,
+              aggregate_type text NOT NULL,
+              aggregate_id text NOT NULL,
+              event_type text NOT NULL,
+              payload {payload} NOT NULL,
+              headers jsonb,
+              created_at timestamptz NOT NULL DEFAULT now(),
+              PRIMARY KEY (id, created_at)
+            ) PARTITION BY RANGE (created_at);
+            CREATE TABLE public.{DefaultPartition} PARTITION OF public.outbox DEFAULT;
+
+            """;
+    }
 }
 
-/// <summary>The aggregates events belong to: a bounded set, each owned by one writer so its sequence numbers follow commit order.</summary>
+/// <summary>
+/// The aggregates events belong to: a bounded set, each owned by one writer so its sequence numbers follow commit order.
+/// Aggregate number <c>a</c> is of type <c>a / PerType</c>. The base types' topics exist from the start; the fault
+/// injector registers new types whose topics do not exist yet (<see cref="Register"/>).
+/// </summary>
 static class Aggregates
 {
-    public static readonly string[] Types = ["order", "customer", "payment"];
+    public static readonly string[] BaseTypes = ["order", "customer", "payment"];
     public const int PerType = 40;
-    public static int Count => Types.Length * PerType;
-    public static string Type(int aggregate) => Types[aggregate / PerType];
-    public static string Name(int aggregate) => $"{Type(aggregate)}-{aggregate % PerType}";
-    public static readonly Dictionary<string, int> ByName =
-        Enumerable.Range(0, Count).ToDictionary(Name, a => a, StringComparer.Ordinal);
+    public const int MaxTypes = 64;
+    public static int BaseCount => BaseTypes.Length * PerType;
+
+    static readonly Lock s_gate = new();
+    static readonly List<string> s_types = [.. BaseTypes];
+    static readonly ConcurrentDictionary<string, int> s_byName = new(StringComparer.Ordinal);
+
+    static Aggregates()
+    {
+        for (var a = 0; a < BaseCount; a++)
+            s_byName[Name(a)] = a;
+    }
+
+    /// <summary>Adds an aggregate type; returns its index (its aggregates are <c>index * PerType</c> on).</summary>
+    public static int Register(string type)
+    {
+        int index;
+        lock (s_gate)
+        {
+            if (s_types.Count >= MaxTypes)
+                throw new InvalidOperationException($"at most {MaxTypes} aggregate types");
+            s_types.Add(type);
+            index = s_types.Count - 1;
+        }
+        for (var a = index * PerType; a < (index + 1) * PerType; a++)
+            s_byName[Name(a)] = a;
+        return index;
+    }
+
+    public static string TypeName(int typeIndex)
+    {
+        lock (s_gate)
+            return s_types[typeIndex];
+    }
+
+    public static string Type(int aggregate) => TypeName(aggregate / PerType);
+    public static string Name(int aggregate) => aggregate < 0 ? "(no aggregate)" : $"{Type(aggregate)}-{aggregate % PerType}";
+    public static bool TryParse(string name, out int aggregate) => s_byName.TryGetValue(name, out aggregate);
 }
 
-/// <summary>One outbox row the soak generated. <see cref="Seq"/> counts the aggregate's rows in the order they were inserted.</summary>
-readonly record struct GeneratedEvent(Guid Id, int Aggregate, int Seq, long Txn, bool RolledBackToSavepoint, bool Deleted);
+/// <summary>
+/// One outbox row the soak generated. <see cref="Seq"/> counts the aggregate's rows in the order they were inserted.
+/// An <see cref="Oversized"/> row (no aggregate of the soak's, <see cref="Aggregate"/> -1) must reach the dead-letter topic, not an event topic.
+/// </summary>
+readonly record struct GeneratedEvent(Guid Id, int Aggregate, int Seq, long Txn, bool RolledBackToSavepoint, bool Deleted, bool Oversized = false);
+
+/// <summary>
+/// An unroutable row with a payload over 1 MB, asked for by the fault injector: a writer puts it into its next transaction
+/// that is meant to commit. <see cref="Done"/> completes when that transaction's outcome is known (true: committed).
+/// </summary>
+sealed class OversizedRow(int fault, string aggregateType, string aggregateId, byte[] payload)
+{
+    public Guid Id { get; } = Guid.NewGuid();
+    public int Fault { get; } = fault;
+    public string AggregateType { get; } = aggregateType;
+    public string AggregateId { get; } = aggregateId;
+    public int PayloadBytes { get; } = payload.Length;
+    /// <summary>The payload until its transaction's outcome is known (jsonb: its JSON text in UTF-8; bytea: the bytes); then null.</summary>
+    public byte[]? Payload { get; set; } = payload;
+    public long Txn { get; set; }
+    public TaskCompletionSource<bool> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+}
 
 enum TxnOutcome { Pending, Committed, RolledBack }
 
@@ -82,7 +170,8 @@ sealed class Pacer(double rowsPerSecond)
 /// The writers: concurrent tasks, each inserting outbox rows in transactions of varied size with business writes in between,
 /// some rolled back, some with a rolled-back savepoint, some deleting or updating their own rows, some touching only
 /// other tables. A transaction that fails (the server restarted or crashed) is retried with the same ids; its marker
-/// row tells whether an earlier attempt had committed after all.
+/// row tells whether an earlier attempt had committed after all. For the fault injector, they also write to extra
+/// aggregates (of a new type) for a while, and put an oversized row into a transaction when asked.
 /// </summary>
 sealed class LoadGenerator(string connectionString, SoakOptions options, RunLog log)
 {
@@ -93,6 +182,23 @@ sealed class LoadGenerator(string connectionString, SoakOptions options, RunLog 
     readonly CancellationTokenSource _stop = new();
     readonly List<Writer> _writers = [];
     readonly List<Task> _tasks = [];
+    readonly ConcurrentQueue<OversizedRow> _oversizedRequests = new();
+    volatile int[] _extra = [];
+
+    /// <summary>Share of rows that go to the extra aggregates while there are any (<see cref="SetExtraAggregates"/>).</summary>
+    const double ExtraShare = 0.10;
+
+    /// <summary>Every oversized row a writer took, by id.</summary>
+    public ConcurrentDictionary<Guid, OversizedRow> OversizedRows { get; } = new();
+
+    /// <summary>
+    /// Aggregates (of a type registered later) that the writers write to as well, alongside their usual ones, until set
+    /// back to none: each belongs to the writer that owns its number, so its order is still commit order.
+    /// </summary>
+    public void SetExtraAggregates(int[] aggregates) => _extra = aggregates;
+
+    /// <summary>A writer puts the row into its next transaction that is meant to commit.</summary>
+    public void RequestOversized(OversizedRow row) => _oversizedRequests.Enqueue(row);
 
     public void Start()
     {
@@ -109,6 +215,7 @@ sealed class LoadGenerator(string connectionString, SoakOptions options, RunLog 
     {
         await _stop.CancelAsync();
         await Task.WhenAll(_tasks);
+        AbandonRequests();
     }
 
     public IEnumerable<GeneratedEvent> Events => _writers.SelectMany(w => w.Events);
@@ -116,10 +223,17 @@ sealed class LoadGenerator(string connectionString, SoakOptions options, RunLog 
     public int FailedAttempts => _writers.Sum(w => w.FailedAttempts);
     public long RowsInserted => _writers.Sum(w => (long)w.Events.Count);
 
+    /// <summary>Once the writers have stopped: oversized rows still queued were never written.</summary>
+    void AbandonRequests()
+    {
+        while (_oversizedRequests.TryDequeue(out var row))
+            row.Done.TrySetResult(false);
+    }
+
     sealed class Writer(int index, LoadGenerator load, Random random)
     {
-        readonly int[] _owned = Enumerable.Range(0, Aggregates.Count).Where(a => a % load._options.Writers == index).ToArray();
-        readonly int[] _seq = new int[Aggregates.Count];
+        readonly int[] _owned = Enumerable.Range(0, Aggregates.BaseCount).Where(a => a % load._options.Writers == index).ToArray();
+        readonly int[] _seq = new int[Aggregates.MaxTypes * Aggregates.PerType];
         long _txns;
         bool _failing;
 
@@ -148,6 +262,11 @@ sealed class LoadGenerator(string connectionString, SoakOptions options, RunLog 
                     // Planned but never started: not a transaction at all.
                     Transactions.Remove(plan.Info);
                     Events.RemoveRange(Events.Count - plan.EventCount, plan.EventCount);
+                    if (plan.Oversized is { } row)
+                    {
+                        load.OversizedRows.TryRemove(row.Id, out _);
+                        row.Done.TrySetResult(false);
+                    }
                     break;
                 }
                 await ExecuteAsync(plan);
@@ -160,7 +279,8 @@ sealed class LoadGenerator(string connectionString, SoakOptions options, RunLog 
         sealed record Savepoint(GeneratedEvent[] Rows) : Step;
         sealed record Update(Guid[] Ids) : Step;
         sealed record Delete(Guid[] Ids) : Step;
-        sealed record TxnPlan(TxnInfo Info, List<Step> Steps, int EventCount);
+        sealed record InsertOversized(OversizedRow Row) : Step;
+        sealed record TxnPlan(TxnInfo Info, List<Step> Steps, int EventCount, OversizedRow? Oversized);
 
         TxnPlan Plan()
         {
@@ -192,7 +312,17 @@ sealed class LoadGenerator(string connectionString, SoakOptions options, RunLog 
             if (otherTablesOnly)
                 steps.Add(new Business());
 
-            var kept = Enumerable.Range(first, Events.Count - first).Where(i => !Events[i].RolledBackToSavepoint).ToList();
+            // An oversized row asked for: among this transaction's other rows (it is meant to commit).
+            OversizedRow? oversized = null;
+            if (!rollback && rows > 0 && load._oversizedRequests.TryDequeue(out oversized))
+            {
+                oversized.Txn = id;
+                load.OversizedRows[oversized.Id] = oversized;
+                Events.Add(new GeneratedEvent(oversized.Id, -1, 0, id, RolledBackToSavepoint: false, Deleted: false, Oversized: true));
+                steps.Insert(random.Next(steps.Count + 1), new InsertOversized(oversized));
+            }
+
+            var kept = Enumerable.Range(first, Events.Count - first).Where(i => !Events[i].RolledBackToSavepoint && !Events[i].Oversized).ToList();
             if (kept.Count > 0 && random.NextDouble() < 0.10)
                 steps.Add(new Update(Pick(kept, random.Next(1, Math.Min(5, kept.Count) + 1)).Select(i => Events[i].Id).ToArray()));
             if (kept.Count > 0 && random.NextDouble() < 0.15)
@@ -205,7 +335,7 @@ sealed class LoadGenerator(string connectionString, SoakOptions options, RunLog 
 
             var info = new TxnInfo(id, index, rollback, Events.Count - first);
             Transactions.Add(info);
-            return new TxnPlan(info, steps, Events.Count - first);
+            return new TxnPlan(info, steps, Events.Count - first, oversized);
         }
 
         List<int> Pick(List<int> from, int count) => from.OrderBy(_ => random.Next()).Take(count).ToList();
@@ -213,9 +343,12 @@ sealed class LoadGenerator(string connectionString, SoakOptions options, RunLog 
         GeneratedEvent[] NewEvents(long txn, int count, bool rolledBack)
         {
             var events = new GeneratedEvent[count];
+            var extra = load._extra.Where(a => a % load._options.Writers == index).ToArray();
             for (var i = 0; i < count; i++)
             {
-                var aggregate = _owned[random.Next(_owned.Length)];
+                var aggregate = extra.Length > 0 && random.NextDouble() < ExtraShare
+                    ? extra[random.Next(extra.Length)]
+                    : _owned[random.Next(_owned.Length)];
                 events[i] = new GeneratedEvent(Guid.NewGuid(), aggregate, ++_seq[aggregate], txn, rolledBack, Deleted: false);
                 Events.Add(events[i]);
             }
@@ -223,6 +356,16 @@ sealed class LoadGenerator(string connectionString, SoakOptions options, RunLog 
         }
 
         async Task ExecuteAsync(TxnPlan plan)
+        {
+            await ExecuteOnceCommittedAsync(plan);
+            if (plan.Oversized is { } row)
+            {
+                row.Payload = null; // written (or never will be): no attempt needs it again
+                row.Done.TrySetResult(plan.Info.Outcome == TxnOutcome.Committed);
+            }
+        }
+
+        async Task ExecuteOnceCommittedAsync(TxnPlan plan)
         {
             var info = plan.Info;
             var backoff = TimeSpan.FromMilliseconds(200);
@@ -302,11 +445,14 @@ sealed class LoadGenerator(string connectionString, SoakOptions options, RunLog 
             switch (step)
             {
                 case Insert insert:
-                    await InsertAsync(connection, insert.Rows);
+                    await InsertAsync(connection, insert.Rows, load._options.Bytea);
+                    break;
+                case InsertOversized oversized:
+                    await InsertOversizedAsync(connection, oversized.Row, load._options.Bytea);
                     break;
                 case Savepoint savepoint:
                     await ExecAsync(connection, "SAVEPOINT soak");
-                    await InsertAsync(connection, savepoint.Rows);
+                    await InsertAsync(connection, savepoint.Rows, load._options.Bytea);
                     await ExecAsync(connection, "ROLLBACK TO SAVEPOINT soak");
                     break;
                 case Business:
@@ -323,13 +469,34 @@ sealed class LoadGenerator(string connectionString, SoakOptions options, RunLog 
             }
         }
 
-        static async Task InsertAsync(NpgsqlConnection connection, GeneratedEvent[] rows)
+        static async Task InsertOversizedAsync(NpgsqlConnection connection, OversizedRow row, bool bytea)
+        {
+            await using var command = new NpgsqlCommand(
+                $"INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, payload, headers) VALUES ($1, $2, $3, 'Oversized', $4::{(bytea ? "bytea" : "jsonb")}, $5)",
+                connection);
+            command.Parameters.AddWithValue(row.Id);
+            command.Parameters.AddWithValue(row.AggregateType);
+            command.Parameters.AddWithValue(row.AggregateId);
+            var payload = row.Payload ?? throw new InvalidOperationException("oversized row inserted after its transaction ended");
+            command.Parameters.Add(bytea
+                ? new NpgsqlParameter { Value = payload, NpgsqlDbType = NpgsqlDbType.Bytea }
+                : new NpgsqlParameter { Value = Encoding.UTF8.GetString(payload), NpgsqlDbType = NpgsqlDbType.Jsonb });
+            command.Parameters.Add(new NpgsqlParameter
+            {
+                Value = string.Create(CultureInfo.InvariantCulture, $$"""{"soak-oversized":"fault {{row.Fault}}"}"""),
+                NpgsqlDbType = NpgsqlDbType.Jsonb,
+            });
+            await command.ExecuteNonQueryAsync();
+        }
+
+        static async Task InsertAsync(NpgsqlConnection connection, GeneratedEvent[] rows, bool bytea)
         {
             var ids = new Guid[rows.Length];
             var types = new string[rows.Length];
             var aggregateIds = new string[rows.Length];
             var eventTypes = new string[rows.Length];
             var payloads = new string[rows.Length];
+            var payloadBytes = bytea ? new byte[rows.Length][] : null;
             var headers = new string[rows.Length];
             for (var i = 0; i < rows.Length; i++)
             {
@@ -339,13 +506,16 @@ sealed class LoadGenerator(string connectionString, SoakOptions options, RunLog 
                 aggregateIds[i] = Aggregates.Name(e.Aggregate);
                 eventTypes[i] = e.Seq % 2 == 0 ? "Changed" : "Touched";
                 payloads[i] = Payload(e);
+                if (payloadBytes is not null)
+                    payloadBytes[i] = Encoding.UTF8.GetBytes(payloads[i]);
                 headers[i] = string.Create(CultureInfo.InvariantCulture, $$"""{"soak-seq":"{{e.Seq}}","soak-txn":"{{e.Txn}}"}""");
             }
             // WITH ORDINALITY ... ORDER BY: rows are inserted in array order, so sequence numbers follow WAL order.
-            await using var command = new NpgsqlCommand("""
+            // bytea: the same JSON text as bytes (the reader parses the payload either way).
+            await using var command = new NpgsqlCommand($"""
                 INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, payload, headers)
                 SELECT id, aggregate_type, aggregate_id, event_type, payload, headers
-                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::jsonb[])
+                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::{(bytea ? "bytea" : "jsonb")}[], $6::jsonb[])
                      WITH ORDINALITY AS u(id, aggregate_type, aggregate_id, event_type, payload, headers, n)
                 ORDER BY n
                 """, connection);
@@ -353,7 +523,9 @@ sealed class LoadGenerator(string connectionString, SoakOptions options, RunLog 
             command.Parameters.Add(new NpgsqlParameter { Value = types, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
             command.Parameters.Add(new NpgsqlParameter { Value = aggregateIds, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
             command.Parameters.Add(new NpgsqlParameter { Value = eventTypes, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-            command.Parameters.Add(new NpgsqlParameter { Value = payloads, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Jsonb });
+            command.Parameters.Add(payloadBytes is null
+                ? new NpgsqlParameter { Value = payloads, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Jsonb }
+                : new NpgsqlParameter { Value = payloadBytes, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bytea });
             command.Parameters.Add(new NpgsqlParameter { Value = headers, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Jsonb });
             await command.ExecuteNonQueryAsync();
         }

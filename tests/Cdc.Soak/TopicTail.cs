@@ -11,6 +11,13 @@ namespace Cdc.Soak;
 readonly record struct Delivered(int Topic, int Partition, long Offset, Guid Id, int Aggregate, int Seq, bool Updated, string? Malformed, ulong CommitLsn = 0);
 
 /// <summary>
+/// One record of the dead-letter topic: its <c>id</c> and <c>error</c> headers and what its value (an OutboxEvent, or
+/// none for the headers-only form) says; <see cref="ValueProblem"/> when the value is not an OutboxEvent of that id.
+/// </summary>
+sealed record DeadLetterRecord(long Offset, Guid Id, string? IdHeader, string? Error, int ValueBytes, int PayloadBytes,
+    string? AggregateType, string? AggregateId, string? ValueProblem);
+
+/// <summary>
 /// Reads one topic from the beginning of every partition while the soak runs, and at the end up to the high
 /// watermarks. Why during the run and not only at the end: librdkafka's mock broker keeps at most 5 MiB per partition
 /// (rdkafka_mock.c: <c>mpart->max_size = 1024 * 1024 * 5</c>) and drops the oldest batches beyond it, so a long run
@@ -18,7 +25,7 @@ readonly record struct Delivered(int Topic, int Partition, long Offset, Guid Id,
 /// so any skipped offset means records this reader never saw (it fell behind the retention): counted as gaps, and
 /// a run with gaps is inconclusive.
 /// </summary>
-/// <remarks>For the dead-letter topic (<paramref name="deadLetters"/>), <see cref="Delivered.Malformed"/> holds the record's error header.</remarks>
+/// <remarks>The dead-letter topic's records (<paramref name="deadLetters"/>) go to <see cref="DeadLetters"/> instead of <see cref="Records"/>.</remarks>
 sealed class TopicTail(string bootstrapServers, string topic, int topicIndex, int partitions, bool deadLetters, RunLog log) : IDisposable
 {
     readonly long[] _next = new long[partitions];
@@ -30,6 +37,7 @@ sealed class TopicTail(string bootstrapServers, string topic, int topicIndex, in
 
     public string Topic { get; } = topic;
     public List<Delivered> Records { get; } = [];
+    public List<DeadLetterRecord> DeadLetters { get; } = [];
     public long GapOffsets { get; private set; }
     public List<string> GapNotes { get; } = [];
     public int ConsumeErrors { get; private set; }
@@ -111,7 +119,10 @@ sealed class TopicTail(string bootstrapServers, string topic, int topicIndex, in
                     log.Info("READER GAP: " + note);
                 }
                 _next[partition] = offset + 1;
-                Records.Add(Parse(topicIndex, result, deadLetters));
+                if (deadLetters)
+                    DeadLetters.Add(ParseDeadLetter(result));
+                else
+                    Records.Add(Parse(topicIndex, result));
             }
             consumer.Close();
             _done.TrySetResult();
@@ -122,17 +133,37 @@ sealed class TopicTail(string bootstrapServers, string topic, int topicIndex, in
         }
     }
 
-    static Delivered Parse(int topicIndex, ConsumeResult<byte[], byte[]> result, bool deadLetter)
+    static string? Header(Message<byte[], byte[]> message, string name) =>
+        message.Headers?.TryGetLastBytes(name, out var bytes) == true ? Encoding.UTF8.GetString(bytes) : null;
+
+    static DeadLetterRecord ParseDeadLetter(ConsumeResult<byte[], byte[]> result)
     {
         var message = result.Message;
-        string? Header(string name) =>
-            message.Headers?.TryGetLastBytes(name, out var bytes) == true ? Encoding.UTF8.GetString(bytes) : null;
+        var idText = Header(message, HeaderNames.Id);
+        var id = Guid.TryParse(idText, out var parsed) ? parsed : Guid.Empty;
+        var valueBytes = message.Value?.Length ?? 0;
+        if (valueBytes == 0)
+            return new DeadLetterRecord(result.Offset.Value, id, idText, Header(message, HeaderNames.Error), 0, 0, null, null, null);
+        try
+        {
+            var value = OutboxEvent.Parser.ParseFrom(message.Value);
+            return new DeadLetterRecord(result.Offset.Value, id, idText, Header(message, HeaderNames.Error), valueBytes, value.Payload.Length,
+                value.AggregateType, value.AggregateId, value.Id == idText ? null : $"value id {value.Id} != header id {idText}");
+        }
+        catch (Google.Protobuf.InvalidProtocolBufferException e)
+        {
+            return new DeadLetterRecord(result.Offset.Value, id, idText, Header(message, HeaderNames.Error), valueBytes, -1, null, null,
+                $"value is not an OutboxEvent: {e.Message}");
+        }
+    }
+
+    static Delivered Parse(int topicIndex, ConsumeResult<byte[], byte[]> result)
+    {
+        var message = result.Message;
+        string? Header(string name) => TopicTail.Header(message, name);
         var idText = Header(HeaderNames.Id);
-        if (deadLetter)
-            return new Delivered(topicIndex, result.Partition.Value, result.Offset.Value,
-                Guid.TryParse(idText, out var deadId) ? deadId : Guid.Empty, -1, -1, false, Header(HeaderNames.Error) ?? "(no error header)");
         var key = message.Key is null ? null : Encoding.UTF8.GetString(message.Key);
-        var aggregate = key is not null && Aggregates.ByName.TryGetValue(key, out var a) ? a : -1;
+        var aggregate = key is not null && Aggregates.TryParse(key, out var a) ? a : -1;
         var seq = int.TryParse(Header("soak-seq"), NumberStyles.None, CultureInfo.InvariantCulture, out var s) ? s : -1;
         var updated = Header(HeaderNames.EventType)?.EndsWith(".updated", StringComparison.Ordinal) == true;
         string? malformed = null;

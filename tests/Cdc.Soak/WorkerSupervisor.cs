@@ -29,6 +29,12 @@ sealed partial class WorkerSupervisor(string assembly, IReadOnlyDictionary<strin
     public int KafkaUnreachable;
     public int ErrorLines;
 
+    /// <summary>Per topic, how many times a worker said it is missing and could not be created (the contract: once).</summary>
+    public System.Collections.Concurrent.ConcurrentDictionary<string, int> MissingTopicWarnings { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>Where the running worker serves /healthz, /readyz and /metrics (from its "Now listening on" line), or null.</summary>
+    public string? Url { get; private set; }
+
     public int? Pid => _process?.Id;
 
     /// <summary>Starts a worker; with <paramref name="waitStreaming"/>, waits until it says it streams the slot.</summary>
@@ -86,17 +92,23 @@ sealed partial class WorkerSupervisor(string assembly, IReadOnlyDictionary<strin
                 _streaming = true;
             if (line.Contains("Stream interrupted", StringComparison.Ordinal))
                 Interlocked.Increment(ref StreamInterruptions);
-            if (line.Contains("Recovered:", StringComparison.Ordinal))
+            // The relay logs "Streaming again after <cause>" since 5f6b7f2 (before: "Recovered: ...").
+            if (line.Contains("Streaming again after", StringComparison.Ordinal) || line.Contains("Recovered:", StringComparison.Ordinal))
                 Interlocked.Increment(ref Recoveries);
             if (line.Contains("Kafka unreachable", StringComparison.Ordinal))
                 Interlocked.Increment(ref KafkaUnreachable);
             if (ErrorLevel().IsMatch(line))
                 Interlocked.Increment(ref ErrorLines);
+            if (MissingTopic().Match(line) is { Success: true } missing)
+                MissingTopicWarnings.AddOrUpdate(missing.Groups[1].Value, 1, (_, n) => n + 1);
+            if (Listening().Match(line) is { Success: true } listening)
+                Url = listening.Groups[1].Value;
         }
         process.OutputDataReceived += (_, e) => OnLine(e.Data);
         process.ErrorDataReceived += (_, e) => OnLine(e.Data);
         _streaming = false;
         _expectExit = false;
+        Url = null;
         process.Start();
         pid = process.Id;
         process.StandardInput.Close();
@@ -228,4 +240,12 @@ sealed partial class WorkerSupervisor(string assembly, IReadOnlyDictionary<strin
     // Microsoft.Extensions.Logging's simple console format: "HH:mm:ss.fff fail: Category[0] message".
     [System.Text.RegularExpressions.GeneratedRegex(@"^\S+ (fail|crit): ")]
     private static partial System.Text.RegularExpressions.Regex ErrorLevel();
+
+    // EventPublisher's warning when a topic is blocked.
+    [System.Text.RegularExpressions.GeneratedRegex(@"Topic (\S+) does not exist and could not be created")]
+    private static partial System.Text.RegularExpressions.Regex MissingTopic();
+
+    // ASP.NET Core's Microsoft.Hosting.Lifetime line.
+    [System.Text.RegularExpressions.GeneratedRegex(@"Now listening on: (http://\S+)")]
+    private static partial System.Text.RegularExpressions.Regex Listening();
 }
