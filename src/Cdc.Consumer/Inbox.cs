@@ -24,9 +24,12 @@ public sealed class Inbox
         Consumer = consumer;
         var name = ParseTable(table);
         _record = $"INSERT INTO {name.Quoted} (consumer, event_id, processed_at) VALUES ($1, $2, now()) ON CONFLICT (consumer, event_id) DO NOTHING";
+        // By key, not ctid: on a partitioned inbox the same ctid exists in every partition, and recent entries would go.
+        // processed_at is in the key too: a partitioned table's primary key has to include its partition key.
         _purge = $"""
-            DELETE FROM {name.Quoted} WHERE ctid = ANY(ARRAY(
-              SELECT ctid FROM {name.Quoted} WHERE consumer = $1 AND processed_at < now() - $2 LIMIT {PurgeBatch}))
+            DELETE FROM {name.Quoted} WHERE (consumer, event_id, processed_at) IN (
+              SELECT consumer, event_id, processed_at FROM {name.Quoted}
+              WHERE consumer = $1 AND processed_at < now() - $2 LIMIT {PurgeBatch})
             """;
     }
 

@@ -96,6 +96,31 @@ public class OutboxConsumerTests(ITestOutputHelper output, ServersFixture fixtur
     }
 
     [Fact]
+    public async Task Inbox_cleanup_on_a_partitioned_inbox_deletes_the_old_entries_of_every_partition_and_keeps_the_recent_ones()
+    {
+        // One old and one recent entry in each partition, written in the same order: their ctids are the same in every
+        // partition, so a delete by ctid would take the recent entries too (and a redelivery would be processed again).
+        var servers = await fixture.GetAsync();
+        var table = $"public.{TestNames.Unique("pinbox")}";
+        await Sql.ExecuteAsync(servers.PostgresConnectionString, $"""
+            CREATE TABLE {table} (consumer text NOT NULL, event_id text NOT NULL, processed_at timestamptz NOT NULL DEFAULT now(),
+              PRIMARY KEY (consumer, event_id, processed_at)) PARTITION BY RANGE (processed_at);
+            CREATE TABLE {table}_old PARTITION OF {table} FOR VALUES FROM ('2000-01-01') TO ('2020-01-01');
+            CREATE TABLE {table}_mid PARTITION OF {table} FOR VALUES FROM ('2020-01-01') TO ('2025-01-01');
+            CREATE TABLE {table}_new PARTITION OF {table} DEFAULT;
+            INSERT INTO {table} VALUES ('billing', 'a-old', '2010-01-01'), ('billing', 'b-mid', '2021-01-01'), ('billing', 'c-new', now());
+            INSERT INTO {table} VALUES ('billing', 'a-old2', '2011-01-01'), ('billing', 'b-mid2', '2022-01-01'), ('billing', 'c-new2', now());
+            """);
+        await using var dataSource = NpgsqlDataSource.Create(servers.PostgresConnectionString);
+
+        var deleted = await new Inbox("billing", table).PurgeAsync(dataSource, TimeSpan.FromDays(7));
+
+        Assert.Equal(4, deleted);
+        Assert.Equal("c-new,c-new2", await Sql.ScalarAsync<string>(servers.PostgresConnectionString,
+            $"SELECT string_agg(event_id, ',' ORDER BY event_id) FROM {table}"));
+    }
+
+    [Fact]
     public async Task A_crash_between_the_database_commit_and_the_offset_commit_redelivers_and_the_redelivery_changes_nothing()
     {
         var servers = await fixture.GetAsync();
