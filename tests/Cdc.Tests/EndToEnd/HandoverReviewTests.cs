@@ -1,0 +1,119 @@
+using System.Diagnostics;
+using System.Net;
+using System.Text.RegularExpressions;
+using Cdc.Embedded;
+using Cdc.Tests.Fixtures;
+using Xunit.Abstractions;
+
+namespace Cdc.Tests.EndToEnd;
+
+/// <summary>
+/// Review of the HA guarantees (issue 12): readiness of standbys, handovers in both directions, a second replica while
+/// the first relays its initial snapshot, SIGTERM to a standby, two replicas started at once.
+/// </summary>
+public class HandoverReviewTests(ITestOutputHelper output, ServersFixture fixture) : IClassFixture<ServersFixture>
+{
+    static readonly TimeSpan Timeout = TimeSpan.FromSeconds(90);
+
+    static string Gauge(string metrics, string name) =>
+        Regex.Match(metrics, $@"(?m)^{name}(?:\{{[^}}]*\}})? (\S+)") is { Success: true } m ? m.Groups[1].Value : $"{name} not exported";
+
+    static async Task<HttpStatusCode> ReadyzAsync(WorkerProcess worker)
+    {
+        using var http = new HttpClient { BaseAddress = new Uri(worker.ListeningUrl), Timeout = TimeSpan.FromSeconds(10) };
+        return (await http.GetAsync("/readyz")).StatusCode;
+    }
+
+    static async Task<string> MetricsAsync(WorkerProcess worker)
+    {
+        using var http = new HttpClient { BaseAddress = new Uri(worker.ListeningUrl), Timeout = TimeSpan.FromSeconds(10) };
+        return await http.GetStringAsync("/metrics");
+    }
+
+    /// <summary>Polls /readyz until it answers <paramref name="expected"/> or the time is up; returns the last answer.</summary>
+    static async Task<HttpStatusCode> ReadyzEventuallyAsync(WorkerProcess worker, HttpStatusCode expected, TimeSpan within)
+    {
+        var deadline = DateTime.UtcNow + within;
+        HttpStatusCode last;
+        while ((last = await ReadyzAsync(worker)) != expected && DateTime.UtcNow < deadline)
+            await Task.Delay(250);
+        return last;
+    }
+
+    static (Task Writing, List<TestEvent> Written, CancellationTokenSource Stop) SteadyWriter(OutboxHarness outbox)
+    {
+        var written = new List<TestEvent>();
+        var stop = new CancellationTokenSource();
+        var writing = Task.Run(async () =>
+        {
+            for (var i = 0; !stop.IsCancellationRequested; i++)
+            {
+                var e = new TestEvent("order", $"o-{i % 5}", $"E{i}");
+                await outbox.CommitAsync(e);
+                lock (written)
+                    written.Add(e);
+                await Task.Delay(20);
+            }
+        });
+        return (writing, written, stop);
+    }
+
+    /// <summary>
+    /// With <c>Snapshot=Initial</c>, the first replica creates the slot and relays the table before it starts
+    /// replication, so the slot is not active meanwhile and the checkpoint says the snapshot is pending. A second
+    /// replica started then finds the slot "free" and the snapshot "interrupted", relays the whole table a second time,
+    /// and reports itself as streaming (cdc_stream_up 1) on a slot another replica is working for: two leaders and
+    /// duplicates without any failure. It should stand by until the first replica holds or releases the slot.
+    /// </summary>
+    [Fact]
+    public async Task A_second_replica_started_while_the_first_relays_its_initial_snapshot_stands_by_instead_of_relaying_the_table_again()
+    {
+        var servers = await fixture.GetAsync();
+        await using var outbox = await OutboxHarness.CreateAsync(servers, output, ["order"]);
+        var rows = new List<TestEvent>();
+        for (var batch = 0; batch < 6; batch++)
+        {
+            var events = Enumerable.Range(0, 500).Select(i => new TestEvent("order", $"o-{i % 7}", $"Row{batch * 500 + i}")).ToArray();
+            await outbox.CommitAsync(events);
+            rows.AddRange(events);
+        }
+        var environment = WorkerProcess.Environment(outbox.Options);
+        environment["Cdc__Postgres__Snapshot"] = "Initial";
+        // The first replica's snapshot takes a while (a few in flight, a long linger): the window of a rolling update or
+        // of a second pod that starts a little later than the first.
+        var slow = new Dictionary<string, string?>(environment)
+        {
+            ["Cdc__Relay__MaxInFlightEvents"] = "10",
+            ["Cdc__Kafka__Producer__linger.ms"] = "50",
+        };
+        using var first = WorkerProcess.Start(slow, output);
+        await first.WaitForOutputAsync("Relaying the snapshot", Timeout);
+        using var second = WorkerProcess.Start(environment, output);
+        var deadline = DateTime.UtcNow + Timeout;
+        while (!second.Output.Contains("waiting to take over") && !second.Output.Contains("Relaying the snapshot") && DateTime.UtcNow < deadline)
+        {
+            Assert.False(second.HasExited, $"the second replica exited:\n{second.Output}");
+            await Task.Delay(50);
+        }
+        var secondUp = Gauge(await MetricsAsync(second), "cdc_stream_up");
+        var firstUp = Gauge(await MetricsAsync(first), "cdc_stream_up");
+        output.WriteLine($"while the first relays its snapshot: cdc_stream_up first {firstUp}, second {secondUp}");
+
+        // The first replica finishes its snapshot and then either streams or (having lost the slot to the second) stands by.
+        deadline = DateTime.UtcNow + Timeout;
+        while (!first.Output.Contains("Every row of the snapshot is acknowledged") && !first.Output.Contains("waiting to take over") && DateTime.UtcNow < deadline)
+            await Task.Delay(100);
+        await Task.Delay(TimeSpan.FromSeconds(3));
+        var firstLostTheSlot = first.Output.Contains("waiting to take over");
+        await second.TerminateAsync(TimeSpan.FromSeconds(30));
+        await first.TerminateAsync(TimeSpan.FromSeconds(30));
+        var records = outbox.ReadTopic(outbox.Topic("order"));
+        var duplicates = DeliveryAssert.EveryEventOnce(rows, DeliveryAssert.Ids(records));
+        output.WriteLine($"{rows.Count} rows in the table, {records.Count} records, {duplicates} duplicates; " +
+                         $"the first replica {(firstLostTheSlot ? "lost the slot to the second after its snapshot" : "kept the slot")}");
+
+        Assert.DoesNotContain("Relaying the snapshot", second.Output);
+        Assert.Equal("0", secondUp);
+        Assert.Equal(0, duplicates);
+    }
+}
