@@ -59,6 +59,29 @@ public class HandoverReviewTests(ITestOutputHelper output, ServersFixture fixtur
     }
 
     /// <summary>
+    /// Kafka reachability is set back to true only by an acknowledged delivery: an idle leader that saw Kafka go away
+    /// stays 503 after it is back, until some event happens to be written.
+    /// </summary>
+    [Fact]
+    public async Task After_Kafka_comes_back_an_idle_leader_is_ready_again()
+    {
+        var servers = await fixture.GetAsync();
+        using var cluster = MockKafkaCluster.Start(brokers: 1);
+        await using var outbox = await OutboxHarness.CreateAsync(servers, output, [], bootstrapServers: cluster.BootstrapServers);
+        cluster.CreateTopic(outbox.Topic("order"), 1, 1);
+        cluster.CreateTopic(outbox.DeadLetterTopic, 1, 1);
+        using var leader = WorkerProcess.Start(WorkerProcess.Environment(outbox.Options), output);
+        await leader.WaitForOutputAsync("Streaming slot", Timeout);
+        cluster.SetAllBrokersDown();
+        await leader.WaitForOutputAsync("Kafka unreachable", TimeSpan.FromSeconds(150));
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, await ReadyzAsync(leader));
+        cluster.SetAllBrokersUp();
+        var answer = await ReadyzEventuallyAsync(leader, HttpStatusCode.OK, TimeSpan.FromSeconds(45));
+        output.WriteLine($"Kafka back for 45 s: idle leader /readyz {(int)answer}");
+        Assert.Equal(HttpStatusCode.OK, answer);
+    }
+
+    /// <summary>
     /// With <c>Snapshot=Initial</c>, the first replica creates the slot and relays the table before it starts
     /// replication, so the slot is not active meanwhile and the checkpoint says the snapshot is pending. A second
     /// replica started then finds the slot "free" and the snapshot "interrupted", relays the whole table a second time,
