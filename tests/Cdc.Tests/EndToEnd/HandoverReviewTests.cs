@@ -59,6 +59,39 @@ public class HandoverReviewTests(ITestOutputHelper output, ServersFixture fixtur
     }
 
     /// <summary>
+    /// A healthy standby is Ready (the contract), not only for the first instant after it starts standing by: with
+    /// PostgreSQL and Kafka fine throughout, every /readyz during ten seconds of standing by must answer 200.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_standby_stays_ready_while_it_waits(bool ownOneBrokerCluster)
+    {
+        var servers = await fixture.GetAsync();
+        using var cluster = ownOneBrokerCluster ? MockKafkaCluster.Start(brokers: 1) : null;
+        await using var outbox = await OutboxHarness.CreateAsync(servers, output, cluster is null ? ["order"] : [], bootstrapServers: cluster?.BootstrapServers);
+        cluster?.CreateTopic(outbox.Topic("order"), 1, 1);
+        cluster?.CreateTopic(outbox.DeadLetterTopic, 1, 1);
+        var environment = WorkerProcess.Environment(outbox.Options);
+        using var leader = WorkerProcess.Start(environment, output);
+        await leader.WaitForOutputAsync("Streaming slot", Timeout);
+        using var standby = WorkerProcess.Start(environment, output);
+        await standby.WaitForOutputAsync("waiting to take over", Timeout);
+        var answers = new List<HttpStatusCode>();
+        for (var i = 0; i < 20; i++)
+        {
+            answers.Add(await ReadyzAsync(standby));
+            await Task.Delay(500);
+        }
+        var standbyGauge = Gauge(await MetricsAsync(standby), "cdc_stream_standby");
+        output.WriteLine($"standby /readyz over 10 s: {string.Join(" ", answers.Select(a => (int)a))}; cdc_stream_standby {standbyGauge}");
+        Assert.Equal("1", standbyGauge);
+        Assert.All(answers, a => Assert.Equal(HttpStatusCode.OK, a));
+        await standby.TerminateAsync(TimeSpan.FromSeconds(30));
+        await leader.TerminateAsync(TimeSpan.FromSeconds(30));
+    }
+
+    /// <summary>
     /// Kafka reachability is set back to true only by an acknowledged delivery: an idle leader that saw Kafka go away
     /// stays 503 after it is back, until some event happens to be written.
     /// </summary>
@@ -79,6 +112,70 @@ public class HandoverReviewTests(ITestOutputHelper output, ServersFixture fixtur
         var answer = await ReadyzEventuallyAsync(leader, HttpStatusCode.OK, TimeSpan.FromSeconds(45));
         output.WriteLine($"Kafka back for 45 s: idle leader /readyz {(int)answer}");
         Assert.Equal(HttpStatusCode.OK, answer);
+    }
+
+    /// <summary>SIGTERM to the standby: it exits 0 at once, and the leader keeps streaming, Ready, losing nothing.</summary>
+    [Fact]
+    public async Task SIGTERM_to_the_standby_exits_promptly_and_does_not_disturb_the_leader()
+    {
+        var servers = await fixture.GetAsync();
+        await using var outbox = await OutboxHarness.CreateAsync(servers, output, ["order"]);
+        var environment = WorkerProcess.Environment(outbox.Options);
+        using var leader = WorkerProcess.Start(environment, output);
+        await leader.WaitForOutputAsync("Streaming slot", Timeout);
+        using var standby = WorkerProcess.Start(environment, output);
+        await standby.WaitForOutputAsync("waiting to take over", Timeout);
+        var (writing, written, stopWriting) = SteadyWriter(outbox);
+        await Task.Delay(TimeSpan.FromSeconds(1));
+        var took = await standby.TerminateAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(0, standby.ExitCode);
+        await Task.Delay(TimeSpan.FromSeconds(1));
+        await stopWriting.CancelAsync();
+        await writing;
+        await outbox.WaitForConfirmedAsync(await outbox.CurrentWalLsnAsync(), Timeout);
+        List<TestEvent> all;
+        lock (written)
+            all = [.. written];
+        var duplicates = DeliveryAssert.EveryEventOnce(all, DeliveryAssert.Ids(outbox.ReadTopic(outbox.Topic("order"))));
+        output.WriteLine($"standby exited in {took.TotalMilliseconds:F0} ms; {all.Count} events, {duplicates} duplicates");
+        Assert.True(took < TimeSpan.FromSeconds(5), $"the standby took {took.TotalMilliseconds:F0} ms to exit");
+        Assert.Equal(0, duplicates);
+        Assert.Single(Regex.Matches(leader.Output, "Streaming slot"));
+        Assert.Equal(HttpStatusCode.OK, await ReadyzAsync(leader));
+        await leader.TerminateAsync(TimeSpan.FromSeconds(30));
+    }
+
+    /// <summary>
+    /// Two replicas started at the same moment on a slot that does not exist yet: one creates it and leads, the other
+    /// stands by; a steady writer's events arrive once.
+    /// </summary>
+    [Fact]
+    public async Task Two_replicas_started_at_once_on_a_missing_slot_give_one_leader_and_no_duplicates()
+    {
+        var servers = await fixture.GetAsync();
+        await using var outbox = await OutboxHarness.CreateAsync(servers, output, ["order"]);
+        var environment = WorkerProcess.Environment(outbox.Options);
+        using var a = WorkerProcess.Start(environment, output);
+        using var b = WorkerProcess.Start(environment, output);
+        var deadline = DateTime.UtcNow + Timeout;
+        while (!(a.Output.Contains("Streaming slot") && b.Output.Contains("waiting to take over")) &&
+               !(b.Output.Contains("Streaming slot") && a.Output.Contains("waiting to take over")) && DateTime.UtcNow < deadline)
+            await Task.Delay(50);
+        var (writing, written, stopWriting) = SteadyWriter(outbox);
+        await Task.Delay(TimeSpan.FromSeconds(3));
+        await stopWriting.CancelAsync();
+        await writing;
+        await outbox.WaitForConfirmedAsync(await outbox.CurrentWalLsnAsync(), Timeout);
+        var ups = new[] { Gauge(await MetricsAsync(a), "cdc_stream_up"), Gauge(await MetricsAsync(b), "cdc_stream_up") };
+        List<TestEvent> all;
+        lock (written)
+            all = [.. written];
+        var duplicates = DeliveryAssert.EveryEventOnce(all, DeliveryAssert.Ids(outbox.ReadTopic(outbox.Topic("order"))));
+        output.WriteLine($"cdc_stream_up {ups[0]} / {ups[1]}; {all.Count} events, {duplicates} duplicates");
+        Assert.Equal(["0", "1"], ups.Order());
+        Assert.Equal(0, duplicates);
+        await a.TerminateAsync(TimeSpan.FromSeconds(30));
+        await b.TerminateAsync(TimeSpan.FromSeconds(30));
     }
 
     /// <summary>
