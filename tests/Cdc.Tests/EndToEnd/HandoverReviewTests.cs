@@ -179,6 +179,44 @@ public class HandoverReviewTests(ITestOutputHelper output, ServersFixture fixtur
     }
 
     /// <summary>
+    /// Exactly once: the second replica that starts while the first relays its initial snapshot does not wait until it
+    /// holds the slot (a table read skips that wait), so it registers the same transactional id and fences the leader,
+    /// whose Kafka transaction then fails. A standby must never fence the leader.
+    /// </summary>
+    [Fact]
+    public async Task Exactly_once_a_second_replica_started_during_the_initial_snapshot_does_not_fence_the_leader()
+    {
+        var servers = await fixture.GetAsync();
+        await using var outbox = await OutboxHarness.CreateAsync(servers, output, ["order"]);
+        for (var batch = 0; batch < 6; batch++)
+            await outbox.CommitAsync(Enumerable.Range(0, 500).Select(i => new TestEvent("order", $"o-{i % 7}", $"Row{batch * 500 + i}")).ToArray());
+        var environment = WorkerProcess.Environment(outbox.Options);
+        environment["Cdc__Postgres__Snapshot"] = "Initial";
+        environment["Cdc__Kafka__Delivery"] = "ExactlyOnce";
+        var slow = new Dictionary<string, string?>(environment)
+        {
+            ["Cdc__Relay__MaxInFlightEvents"] = "10",
+            ["Cdc__Relay__TransactionMaxEvents"] = "10",
+            ["Cdc__Kafka__Producer__linger.ms"] = "50",
+        };
+        using var first = WorkerProcess.Start(slow, output);
+        await first.WaitForOutputAsync("Relaying the snapshot", Timeout);
+        var before = first.Output.Length;
+        using var second = WorkerProcess.Start(environment, output);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (!second.Output.Contains("waiting to take over") && !second.Output.Contains("Exactly-once delivery as") && DateTime.UtcNow < deadline)
+            await Task.Delay(50);
+        await Task.Delay(TimeSpan.FromSeconds(5));
+        var firstAfter = first.Output[before..];
+        output.WriteLine($"second registered its transactional id: {second.Output.Contains("Exactly-once delivery as")}; " +
+                         $"first interrupted: {firstAfter.Contains("Stream interrupted")}");
+        await second.TerminateAsync(TimeSpan.FromSeconds(30));
+        await first.TerminateAsync(TimeSpan.FromSeconds(30));
+        Assert.DoesNotContain("Exactly-once delivery as", second.Output);
+        Assert.DoesNotContain("Stream interrupted", firstAfter);
+    }
+
+    /// <summary>
     /// With <c>Snapshot=Initial</c>, the first replica creates the slot and relays the table before it starts
     /// replication, so the slot is not active meanwhile and the checkpoint says the snapshot is pending. A second
     /// replica started then finds the slot "free" and the snapshot "interrupted", relays the whole table a second time,
