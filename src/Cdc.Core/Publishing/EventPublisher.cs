@@ -36,6 +36,8 @@ public sealed class DeliveryFailedException(string message) : Exception(message)
 public sealed class EventPublisher : IDeliveryReports, IDisposable
 {
     static readonly TimeSpan FirstTopicCheckBackoff = TimeSpan.FromSeconds(1);
+    static readonly TimeSpan ProbeInterval = TimeSpan.FromSeconds(2);
+    long _lastProbe;
     static readonly TimeSpan MaxTopicCheckBackoff = TimeSpan.FromSeconds(30);
 
     readonly IRecordProducer _producer;
@@ -480,6 +482,7 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
             if (_rewinding && Outstanding == 0)
                 await RewindAsync(ct);
             await CheckTopicsAsync(ct);
+            await ProbeKafkaAsync(ct);
             lock (_gate)
                 if (!_rewinding)
                     ReleaseOpenTopics();
@@ -639,6 +642,19 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
         await Task.WhenAny(awaiter.Task, Failure).WaitAsync(ct);
         pending.Awaiter = null;
         return awaiter.Task.IsCompleted ? awaiter.Task.Result : DeliveryOutcome.Retry;
+    }
+
+    /// <summary>
+    /// Kafka marked unreachable and nothing in flight whose report would say it is back (an idle leader): asks the
+    /// cluster, at most every few seconds.
+    /// </summary>
+    async Task ProbeKafkaAsync(CancellationToken ct)
+    {
+        if (_status.KafkaReachable || Outstanding > 0 || Stopwatch.GetElapsedTime(_lastProbe) < ProbeInterval)
+            return;
+        _lastProbe = Stopwatch.GetTimestamp();
+        if (await _admin.AnswersAsync(ct) && _status.SetKafkaReachable(true))
+            _logger.LogInformation("Kafka answers again");
     }
 
     /// <summary>Asks the cluster about topics not yet checked, and again about blocked ones when their backoff is over.</summary>

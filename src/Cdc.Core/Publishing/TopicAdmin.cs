@@ -20,6 +20,9 @@ public interface ITopicAdmin
 
     /// <summary>Creates the topic with the configured partitions, replication and settings; null when created (or it exists), else why not.</summary>
     Task<string?> CreateAsync(string topic, CancellationToken ct);
+
+    /// <summary>Whether a broker answers a metadata request: how an idle producer learns that Kafka is back.</summary>
+    Task<bool> AnswersAsync(CancellationToken ct);
 }
 
 /// <summary>
@@ -49,6 +52,8 @@ public sealed class KafkaTopicAdmin(Handle producer, TopicOptions options) : ITo
             return TopicExistence.Unknown;
         }
     }, ct);
+
+    public Task<bool> AnswersAsync(CancellationToken ct) => Task.Run(() => KafkaProbe.Answers(producer, TimeSpan.FromSeconds(5)), ct);
 
     public async Task<string?> CreateAsync(string topic, CancellationToken ct)
     {

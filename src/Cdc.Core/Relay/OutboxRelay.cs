@@ -58,6 +58,7 @@ public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger,
         {
             TimeSpan delay;
             string problem;
+            string? standby = null; // why this replica stands by
             IRelaySession? session = null;
             try
             {
@@ -79,15 +80,11 @@ public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger,
             }
             catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.ObjectInUse)
             {
-                // Another replica holds the slot (the server allows one reader): wait as a standby.
+                // Another replica holds the slot (the server allows one reader): wait as a standby, below, once this
+                // session's connections and producer are closed.
                 problem = "slot busy";
-                status.Standby = true;
-                if (lastProblem != problem)
-                    logger.LogInformation("Slot {Slot} is in use by another reader ({Message}); waiting to take over",
-                        options.Postgres.Slot, e.MessageText);
-                lastProblem = problem;
-                await new SlotStandby(options.Postgres, status, logger).WaitUntilFreeAsync(stopping);
-                continue;
+                standby = e.MessageText;
+                delay = TimeSpan.Zero;
             }
             catch (PostgresException e) when (FatalSqlStates.Contains(e.SqlState))
             {
@@ -137,6 +134,18 @@ public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger,
             {
                 if (session is not null)
                     await session.DisposeAsync();
+            }
+            if (standby is not null)
+            {
+                using var standing = new SlotStandby(options.Postgres, options.Kafka, status, logger);
+                await standing.CheckKafkaAsync(); // whether Kafka answers before this replica says it is a Ready standby
+                status.Standby = true;
+                if (lastProblem != problem)
+                    logger.LogInformation("Slot {Slot} is in use by another reader ({Message}); waiting to take over",
+                        options.Postgres.Slot, standby);
+                lastProblem = problem;
+                await standing.WaitUntilFreeAsync(stopping);
+                continue;
             }
             await Delay(delay, stopping);
         }

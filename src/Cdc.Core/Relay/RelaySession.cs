@@ -44,6 +44,7 @@ sealed class RelaySession : IRelaySession
     // already committed to Kafka.
     readonly KafkaTransactions? _transactions;
     readonly Lazy<IProducer<byte[], byte[]>> _plainProducer;
+    SlotClaim? _claim;
     ulong _skipBelow;
     PreparedSlot _slot = null!;
     SlotReader _reader = null!;
@@ -115,6 +116,7 @@ sealed class RelaySession : IRelaySession
         var table = await OutboxSlot.CheckServerAsync(options.Postgres, logger, ct,
             AdditionalPlacement.Parse(options.Kafka.AdditionalPlacement, options.Kafka.ValueFormat));
         status.DatabaseReachable = true;
+        var claim = await SlotClaim.TakeAsync(options.Postgres, ct);
         var connection = new LogicalReplicationConnection(options.Postgres.ConnectionString);
         RelaySession? session = null;
         try
@@ -123,7 +125,7 @@ sealed class RelaySession : IRelaySession
             var system = await connection.IdentifySystem(ct);
             var identity = new SlotIdentity(system.SystemId, system.DbName ?? new NpgsqlConnectionStringBuilder(options.Postgres.ConnectionString).Database ?? "",
                 options.Postgres.Slot);
-            session = new RelaySession(options, logger, metrics, status, connection, identity, memory, schemas);
+            session = new RelaySession(options, logger, metrics, status, connection, identity, memory, schemas) { _claim = claim };
             // Before the slot is looked at: whether a missing slot was lost is in the checkpoint, which is in Kafka.
             int brokers;
             try
@@ -146,7 +148,10 @@ sealed class RelaySession : IRelaySession
             if (session is not null)
                 await session.DisposeAsync();
             else
+            {
                 await connection.DisposeAsync();
+                await claim.DisposeAsync();
+            }
             throw;
         }
     }
@@ -595,5 +600,7 @@ sealed class RelaySession : IRelaySession
         if (_plainProducer.IsValueCreated)
             _plainProducer.Value.Dispose();
         await _connection.DisposeAsync();
+        if (_claim is not null)
+            await _claim.DisposeAsync(); // after the replication connection: a standby takes over once both are gone
     }
 }

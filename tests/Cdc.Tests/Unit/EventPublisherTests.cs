@@ -140,6 +140,10 @@ public partial class EventPublisherTests
         public Task<TopicExistence> ExistsAsync(string topic, CancellationToken ct) =>
             Task.FromResult(Existing.ContainsKey(topic) ? TopicExistence.Exists : TopicExistence.Missing);
 
+        public bool Answers = true;
+
+        public Task<bool> AnswersAsync(CancellationToken ct) => Task.FromResult(Answers);
+
         public Task<string?> CreateAsync(string topic, CancellationToken ct)
         {
             if (CreateRefusal is null)
