@@ -97,11 +97,17 @@ public class HandoverTests(ITestOutputHelper output, ServersFixture fixture) : I
 
         var (writing, written, stopWriting) = SteadyWriter(outbox);
         await Task.Delay(TimeSpan.FromSeconds(2));
+        var walsender = await Sql.ScalarAsync<int>(outbox.ConnectionString,
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", outbox.Options.Postgres.Slot);
         leader.KillHard();
-        // When the server has seen the connection go: the slot is free.
+        // When the server has seen the connection go: the leader's walsender has exited and the slot is free. (Watched by
+        // the walsender's pid: the standby may take the slot between two looks at pg_replication_slots.)
         var freed = Stopwatch.StartNew();
-        while (await Sql.ScalarAsync<bool>(outbox.ConnectionString, "SELECT active FROM pg_replication_slots WHERE slot_name = $1", outbox.Options.Postgres.Slot))
+        while (await Sql.ScalarAsync<bool>(outbox.ConnectionString, "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)", walsender))
+        {
+            Assert.True(freed.Elapsed < Timeout, $"the server still shows the killed leader's walsender {walsender}");
             await Task.Delay(10);
+        }
         var seen = freed.Elapsed;
         var fromFree = Stopwatch.StartNew();
         await standby.WaitForOutputAsync("Streaming slot", Timeout);
