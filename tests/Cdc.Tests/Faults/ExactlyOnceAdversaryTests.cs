@@ -139,4 +139,47 @@ public class ExactlyOnceAdversaryTests(ITestOutputHelper output, ServersFixture 
         await RunOnceAsync(new TestEvent("order", "o-1", "Last"));
         DeliveryAssert.EveryEventOnce(written, DeliveryAssert.Ids(outbox.ReadTopic(outbox.Topic("order"))));
     }
+
+    /// <summary>
+    /// Exactly once, a missing topic holds the stream with the Kafka transaction open (the source transaction's Begin
+    /// opened it). A broker aborts a transaction open longer than <c>transaction.timeout.ms</c> and bumps the producer's
+    /// epoch, so the commit that follows is answered PRODUCER_FENCED (the mock enforces no transaction timeout, so the
+    /// test gives that answer itself). The connector takes any commit failure of a single source transaction open that
+    /// long for "a source transaction too large for a Kafka transaction" and stops the worker for good with advice to
+    /// raise transaction.timeout.ms or leave exactly once — for one event waiting for a topic. The contract: a missing
+    /// topic holds back what must wait and everything is relayed once the topic exists.
+    /// </summary>
+    [Fact]
+    public async Task A_topic_missing_for_longer_than_the_transaction_timeout_does_not_stop_the_worker()
+    {
+        var servers = await fixture.GetAsync();
+        using var cluster = MockKafkaCluster.Start(brokers: 3);
+        await using var outbox = await OutboxHarness.CreateAsync(servers, output, [], bootstrapServers: cluster.BootstrapServers);
+        cluster.CreateTopic(outbox.Topic("order"), 3, 3);
+        cluster.CreateTopic(outbox.DeadLetterTopic, 1, 3);
+        cluster.CreateTopic(outbox.Name + ".checkpoints", 1, 3);
+        var environment = Environment(outbox);
+        environment["Cdc__Kafka__Producer__allow.auto.create.topics"] = "false";
+        environment["Cdc__Kafka__Producer__transaction.timeout.ms"] = "5000";
+        using var worker = WorkerProcess.Start(environment, output);
+        await worker.WaitForOutputAsync("Streaming slot", Timeout);
+        await outbox.WaitForConfirmedAsync(await outbox.CommitAsync(new TestEvent("order", "o-1", "Before")), Timeout);
+
+        var stray = new TestEvent("shipment", "s-1", "WaitsForItsTopic");
+        var strayCommit = await outbox.CommitAsync(stray);
+        await worker.WaitForOutputAsync($"Topic {outbox.Topic("shipment")} does not exist", Timeout);
+        await Task.Delay(TimeSpan.FromSeconds(7)); // longer than transaction.timeout.ms: a broker has aborted the transaction
+        const short endTxnApiKey = 26;
+        cluster.PushRequestErrors(endTxnApiKey, Confluent.Kafka.ErrorCode.ProducerFenced);
+        cluster.CreateTopic(outbox.Topic("shipment"), 1, 3);
+
+        // Nothing else is committed meanwhile: the Kafka transaction holds this one source transaction only.
+        await OutboxTopics.WaitUntilAsync(() => worker.HasExited || outbox.ConfirmedFlushLsnAsync().GetAwaiter().GetResult() >= strayCommit,
+            Timeout, "the stream goes past the event or the worker exits");
+        Assert.False(worker.HasExited, "the worker stopped: " + string.Join("\n", worker.Output.Split('\n').Where(l => l.Contains("crit:")).TakeLast(1)));
+        var last = await outbox.CommitAsync(new TestEvent("order", "o-1", "After"));
+        await outbox.WaitForConfirmedAsync(last, Timeout);
+        Assert.Contains(stray.Id.ToString(), DeliveryAssert.Ids(outbox.ReadTopic(outbox.Topic("shipment"))));
+        await worker.TerminateAsync(TimeSpan.FromSeconds(30));
+    }
 }
