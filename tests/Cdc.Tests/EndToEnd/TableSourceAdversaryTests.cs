@@ -162,4 +162,39 @@ public class TableSourceAdversaryTests(ITestOutputHelper output, ServersFixture 
             Assert.Contains(worker.Output.Split('\n'), l => (l.Contains("warn:") || l.Contains("fail:") || l.Contains("crit:")) && l.Contains(checkpointTopic));
         }
     }
+
+    /// <summary>
+    /// A checkpoint record that cannot be read (not JSON, another version's shape, a field of the wrong type) is taken
+    /// for no checkpoint at all: the last record per key wins, and an unreadable last record erases what the connector
+    /// knew. A missing slot is then a silent first start, with no word about the unreadable checkpoint. It should be
+    /// reported and refused like any state the connector cannot judge.
+    /// </summary>
+    [Theory]
+    [InlineData("not json at all")]
+    [InlineData("""{"systemId":"x","confirmedLsn":"0/1000000"}""")]
+    public async Task An_unreadable_checkpoint_is_reported_not_taken_for_a_first_start(string garbage)
+    {
+        var servers = await fixture.GetAsync();
+        await using var outbox = await OutboxHarness.CreateAsync(servers, output, ["order"]);
+        await outbox.StartRelayAsync();
+        await outbox.WaitForConfirmedAsync(await outbox.CommitAsync(new TestEvent("order", "o-1", "E")), Timeout);
+        await outbox.StopRelayAsync(); // writes the last checkpoint
+        await DropSlotAsync(outbox);
+
+        var systemId = (await Sql.ScalarAsync<long>(outbox.ConnectionString, "SELECT system_identifier FROM pg_control_system()")).ToString();
+        var database = await Sql.ScalarAsync<string>(outbox.ConnectionString, "SELECT current_database()");
+        // Partitioned as the connector partitions its checkpoints (the shared test topic may have several partitions).
+        using (var producer = new ProducerBuilder<byte[], byte[]>(new ProducerConfig { BootstrapServers = outbox.BootstrapServers, Partitioner = Partitioner.Murmur2Random }).Build())
+            await producer.ProduceAsync(outbox.Options.Kafka.CheckpointTopic, new Message<byte[], byte[]>
+            {
+                Key = Encoding.UTF8.GetBytes(SlotCheckpoint.KeyOf(systemId, database, outbox.Options.Postgres.Slot)),
+                Value = Encoding.UTF8.GetBytes(garbage),
+            });
+
+        using var worker = WorkerProcess.Start(WorkerProcess.Environment(outbox.Options), output);
+        await Task.WhenAny(worker.WaitForExitAsync(Timeout), worker.WaitForOutputAsync("Streaming slot", Timeout));
+        Assert.True(worker.HasExited, "a missing slot with an unreadable checkpoint was taken for a first start");
+        Assert.Equal(1, worker.ExitCode);
+        Assert.Equal(0UL, await outbox.ConfirmedFlushLsnAsync());
+    }
 }
