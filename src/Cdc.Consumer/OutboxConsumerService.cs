@@ -258,6 +258,9 @@ public sealed class OutboxConsumerService : BackgroundService
             ClientId = $"cdc-consumer-{_options.EffectiveConsumerName}",
             // A new group starts at the beginning: events written before it first ran are not skipped.
             AutoOffsetReset = AutoOffsetReset.Earliest,
+            // With the connector's exactly-once delivery, each source transaction is seen whole or not at all, and an
+            // aborted one never. (librdkafka's default too; said here because the guarantee depends on it.)
+            IsolationLevel = IsolationLevel.ReadCommitted,
         };
         foreach (var (key, value) in _options.Consumer)
             config.Set(key, value);

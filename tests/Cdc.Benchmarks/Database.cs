@@ -1,14 +1,26 @@
 using System.Diagnostics;
+using System.Threading.Channels;
 using Npgsql;
 using NpgsqlTypes;
 
 namespace Cdc.Benchmarks;
 
+/// <summary>What the generated rows look like.</summary>
+enum Workload
+{
+    /// <summary>The suite's: aggregate type <c>order</c> (one topic), a jsonb payload of about 215 bytes.</summary>
+    Suite,
+    /// <summary>Issue 11's: aggregate types <c>order</c>, <c>payment</c>, <c>shipment</c> in turn (three topics), about 150 bytes of jsonb.</summary>
+    ThreeTopics,
+}
+
 /// <summary>The benchmark's tables, slots and row generator on the throwaway server.</summary>
-sealed class Database(string connectionString)
+sealed class Database(string connectionString, Workload workload = Workload.Suite)
 {
     public const string Publication = "bench_pub";
     public const string Topic = "outbox.event.order";
+    /// <summary>The aggregate types of <see cref="Workload.ThreeTopics"/>; each is a topic <c>outbox.event.&lt;type&gt;</c>.</summary>
+    public static readonly string[] ThreeTopicTypes = ["order", "payment", "shipment"];
 
     public string ConnectionString { get; } = connectionString;
 
@@ -26,6 +38,25 @@ sealed class Database(string connectionString)
                jsonb_build_object('traceparent', '00-' || md5(g::text) || '-' || substr(md5((g + 7)::text), 1, 16) || '-01')
         FROM generate_series($1::bigint, $2::bigint) AS g
         """;
+
+    /// <summary>
+    /// The rows of <see cref="Workload.ThreeTopics"/>: aggregate types order, payment and shipment in turn (row g has
+    /// type g % 3), 10,000 aggregate ids, an event type per aggregate type, a jsonb payload of about 150 bytes as
+    /// PostgreSQL renders it, and the same traceparent headers object as the suite's rows.
+    /// </summary>
+    public static string ThreeTopicsInsertSql(string table) => $"""
+        INSERT INTO {table} (id, aggregate_type, aggregate_id, event_type, payload, headers)
+        SELECT gen_random_uuid(), (ARRAY['order', 'payment', 'shipment'])[1 + g % 3], 'agg-' || (g % 10000),
+               (ARRAY['OrderPlaced', 'PaymentCaptured', 'ShipmentDispatched'])[1 + g % 3],
+               jsonb_build_object('id', g, 'customerId', 'customer-' || (g % 5000), 'currency', 'EUR',
+                                  'total', round((g % 100000) / 100.0, 2), 'sku', 'SKU-' || (g % 997), 'qty', 1 + g % 5,
+                                  'note', md5(g::text)),
+               jsonb_build_object('traceparent', '00-' || md5(g::text) || '-' || substr(md5((g + 7)::text), 1, 16) || '-01')
+        FROM generate_series($1::bigint, $2::bigint) AS g
+        """;
+
+    /// <summary>The INSERT of this database's workload, <c>$1..$2</c> numbering the rows.</summary>
+    public string Insert(string table) => workload == Workload.ThreeTopics ? ThreeTopicsInsertSql(table) : InsertSql(table);
 
     public async Task CreateSchemaAsync()
     {
@@ -76,7 +107,7 @@ sealed class Database(string connectionString)
     /// </summary>
     public async Task<TimeSpan> WriteRowsAsync(string table, long first, long count, int rowsPerTx, int writers)
     {
-        var sql = InsertSql(table);
+        var sql = Insert(table);
         var batches = (count + rowsPerTx - 1) / rowsPerTx;
         long next = -1;
         var sw = Stopwatch.StartNew();
@@ -99,6 +130,54 @@ sealed class Database(string connectionString)
             }
         }));
         return sw.Elapsed;
+    }
+
+    /// <summary>
+    /// Inserts at <paramref name="rate"/> events/s for <paramref name="seconds"/> s, rows <paramref name="first"/>.., in
+    /// transactions of <paramref name="rowsPerTx"/> rows from <paramref name="writers"/> connections. A pacer releases a
+    /// transaction whenever the schedule is due one; when the writers fall behind, the achieved rate says so.
+    /// Returns the rows written, the time until the last commit, and the next free row number.
+    /// </summary>
+    public async Task<(long Rows, double Seconds, long Next)> PacedWriteAsync(long first, double rate, double seconds, int rowsPerTx, int writers)
+    {
+        var queue = Channel.CreateUnbounded<long>(new UnboundedChannelOptions { SingleReader = false, SingleWriter = true });
+        var sql = Insert("public.outbox");
+        long rows = 0;
+        var clock = Stopwatch.StartNew();
+        var tasks = Enumerable.Range(0, writers).Select(async _ =>
+        {
+            await using var connection = await OpenAsync();
+            await using var command = new NpgsqlCommand(sql, connection);
+            var from = new NpgsqlParameter<long>();
+            command.Parameters.Add(from);
+            var to = new NpgsqlParameter<long>();
+            command.Parameters.Add(to);
+            await command.PrepareAsync();
+            await foreach (var start in queue.Reader.ReadAllAsync())
+            {
+                from.TypedValue = start;
+                to.TypedValue = start + rowsPerTx - 1;
+                await command.ExecuteNonQueryAsync();
+                Interlocked.Add(ref rows, rowsPerTx);
+            }
+        }).ToArray();
+
+        long issued = 0;
+        var next = first;
+        while (clock.Elapsed.TotalSeconds < seconds)
+        {
+            var due = (long)(rate * clock.Elapsed.TotalSeconds);
+            while (issued + rowsPerTx <= due)
+            {
+                queue.Writer.TryWrite(next);
+                next += rowsPerTx;
+                issued += rowsPerTx;
+            }
+            await Task.Delay(1);
+        }
+        queue.Writer.Complete();
+        await Task.WhenAll(tasks);
+        return (rows, clock.Elapsed.TotalSeconds, next);
     }
 
     public async Task<NpgsqlConnection> OpenAsync()

@@ -15,7 +15,7 @@ sealed class Options
     public int LatencySeconds { get; private set; } = 60;
     public int LatencyRowsPerTransaction { get; private set; } = 10;
     public int BackpressureEvents { get; private set; } = 1_000_000;
-    public int MaxInFlightEvents { get; private set; } = 10_000; // the worker's default
+    public int MaxInFlightEvents { get; private set; } = 5_000; // the worker's default
     public long MaxInFlightBytes { get; private set; } = 64L * 1024 * 1024;
     public int Brokers { get; private set; } = 3;
     public int Partitions { get; private set; } = 6;

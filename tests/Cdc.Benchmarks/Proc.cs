@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.InteropServices;
 
 namespace Cdc.Benchmarks;
 
@@ -31,6 +32,67 @@ static class Proc
 
     public static string LoadAverage() => File.ReadAllText("/proc/loadavg").Trim();
 
+    /// <summary>Resets VmHWM to the current RSS (writing 5 to clear_refs), so the next peak is that of what follows.</summary>
+    public static void ResetPeakRss(int pid) => File.WriteAllText($"/proc/{pid}/clear_refs", "5");
+
+    /// <summary>The anonymous part of the resident set (heaps, stacks; not the mapped binaries), from smaps_rollup, in bytes.</summary>
+    public static long AnonymousBytes(int pid)
+    {
+        var line = File.ReadLines($"/proc/{pid}/smaps_rollup").FirstOrDefault(l => l.StartsWith("Anonymous:", StringComparison.Ordinal));
+        return line is null ? 0 : long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
+    }
+
+    /// <summary>Threads of the process.</summary>
+    public static int Threads(int pid) => (int)StatusKb(pid, "Threads:");
+
+    public const int SigCont = 18, SigStop = 19, SigTerm = 15; // x86-64 Linux
+
+    /// <summary>kill(2).</summary>
+    public static void Signal(int pid, int signal)
+    {
+        if (Kill(pid, signal) != 0)
+            throw new InvalidOperationException($"kill({pid}, {signal}) failed: errno {Marshal.GetLastPInvokeError()}");
+    }
+
+    [DllImport("libc", EntryPoint = "kill", SetLastError = true)]
+    static extern int Kill(int pid, int signal);
+
+    /// <summary>
+    /// The first process named <paramref name="comm"/> among the descendants of <paramref name="root"/> (e.g. the tool a
+    /// <c>runuser … sh -c</c> chain started), or null while there is none.
+    /// </summary>
+    public static int? FindDescendant(int root, string comm)
+    {
+        var parents = new Dictionary<int, int>();
+        var names = new Dictionary<int, string>();
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out var pid))
+                continue;
+            try
+            {
+                var stat = File.ReadAllText(Path.Combine(dir, "stat"));
+                var open = stat.IndexOf('(');
+                var close = stat.LastIndexOf(')');
+                names[pid] = stat[(open + 1)..close];
+                parents[pid] = (int)StatFields(stat)[1];
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException)
+            {
+                // gone meanwhile
+            }
+        }
+        foreach (var (pid, name) in names)
+        {
+            if (name != comm)
+                continue;
+            for (var p = pid; parents.TryGetValue(p, out var parent) && p > 1; p = parent)
+                if (parent == root)
+                    return pid;
+        }
+        return null;
+    }
+
     /// <summary>
     /// CPU seconds of the whole PostgreSQL server: the postmaster (own and waited-for children) plus its live children
     /// (backends, walsenders, checkpointer, ...). Differences of two readings are the server's CPU in between.
@@ -60,7 +122,7 @@ static class Proc
     static long StatusKb(int pid, string key)
     {
         var line = File.ReadLines($"/proc/{pid}/status").First(l => l.StartsWith(key, StringComparison.Ordinal));
-        return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
+        return long.Parse(line.Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
     }
 
     static long[] StatFields(int pid) => StatFields(File.ReadAllText($"/proc/{pid}/stat"));

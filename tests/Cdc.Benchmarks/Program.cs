@@ -17,7 +17,7 @@ static int Help()
         dotnet run -c Release --project tests/Cdc.Benchmarks -- [--quick] [--events N] [--out bench.json] [options]
         dotnet run -c Release --project tests/Cdc.Benchmarks -- --modes [--out modes.json]   (replication vs polling mode)
         dotnet run -c Release --project tests/Cdc.Benchmarks -- --micro [--quick]
-        dotnet run -c Release --project tests/Cdc.Benchmarks -- --footprint [--native PATH] [--starts N] [--backlog N]
+        dotnet run -c Release --project tests/Cdc.Benchmarks -- --footprint [--quick] [--native PATH] [--only jit,native] [--add NAME=BASE --env NAME:KEY=VALUE]
         See tests/Cdc.Benchmarks/README.md for every option.
         """);
     return 0;

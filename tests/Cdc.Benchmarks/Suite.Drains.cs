@@ -234,15 +234,5 @@ sealed partial class Suite
 
     static string Lsn(ulong lsn) => $"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}";
 
-    static string PgBinDirectory()
-    {
-        var configured = Environment.GetEnvironmentVariable("CDC_PG_BIN");
-        if (!string.IsNullOrEmpty(configured))
-            return configured;
-        return Directory.GetDirectories("/usr/lib/postgresql")
-            .Select(d => Path.Combine(d, "bin"))
-            .Where(d => File.Exists(Path.Combine(d, "pg_recvlogical")))
-            .OrderByDescending(d => int.TryParse(Path.GetFileName(Path.GetDirectoryName(d)), out var v) ? v : 0)
-            .First();
-    }
+    static string PgBinDirectory() => RecvLogical.BinDirectory();
 }

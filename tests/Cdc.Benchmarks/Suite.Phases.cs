@@ -1,7 +1,5 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
-using System.Threading.Channels;
-using Npgsql;
 
 namespace Cdc.Benchmarks;
 
@@ -67,51 +65,11 @@ sealed partial class Suite
     async Task<bool> WaitCaughtUpAsync(string slot, Worker worker, TimeSpan timeout) =>
         await _db.WaitConfirmedAsync(slot, await _db.CurrentLsnAsync(), timeout, () => worker.HasExited);
 
-    /// <summary>
-    /// Inserts at <paramref name="rate"/> events/s for <paramref name="seconds"/> s, in transactions of
-    /// <paramref name="rowsPerTx"/> rows from <see cref="Options.Writers"/> connections. A pacer releases a transaction
-    /// whenever the schedule is due one; when the writers fall behind, the achieved rate says so.
-    /// Returns the rows written and the time until the last commit.
-    /// </summary>
     async Task<(long Rows, double Seconds)> RunRateAsync(double rate, double seconds, int rowsPerTx)
     {
-        var queue = Channel.CreateUnbounded<long>(new UnboundedChannelOptions { SingleReader = false, SingleWriter = true });
-        var sql = Database.InsertSql("public.outbox");
-        long rows = 0;
-        var clock = Stopwatch.StartNew();
-        var writers = Enumerable.Range(0, o.Writers).Select(async _ =>
-        {
-            await using var connection = await _db.OpenAsync();
-            await using var command = new NpgsqlCommand(sql, connection);
-            var from = new NpgsqlParameter<long>();
-            command.Parameters.Add(from);
-            var to = new NpgsqlParameter<long>();
-            command.Parameters.Add(to);
-            await command.PrepareAsync();
-            await foreach (var first in queue.Reader.ReadAllAsync())
-            {
-                from.TypedValue = first;
-                to.TypedValue = first + rowsPerTx - 1;
-                await command.ExecuteNonQueryAsync();
-                Interlocked.Add(ref rows, rowsPerTx);
-            }
-        }).ToArray();
-
-        long issued = 0;
-        while (clock.Elapsed.TotalSeconds < seconds)
-        {
-            var due = (long)(rate * clock.Elapsed.TotalSeconds);
-            while (issued + rowsPerTx <= due)
-            {
-                queue.Writer.TryWrite(_nextRow);
-                _nextRow += rowsPerTx;
-                issued += rowsPerTx;
-            }
-            await Task.Delay(1);
-        }
-        queue.Writer.Complete();
-        await Task.WhenAll(writers);
-        return (rows, clock.Elapsed.TotalSeconds);
+        var (rows, elapsed, next) = await _db.PacedWriteAsync(_nextRow, rate, seconds, rowsPerTx, o.Writers);
+        _nextRow = next;
+        return (rows, elapsed);
     }
 
     // ---------------------------------------------------------------- 3. memory under backpressure

@@ -256,10 +256,12 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
         {
             _metrics.DeliveryFailed(pending.Record.Topic);
             _status.SetKafkaReachable(false);
-            Fail(outcome == DeliveryOutcome.Fatal
-                ? new CdcStartupException($"Kafka refused to take events on {pending.Record.Topic}: {error.Code} ({error.Reason}). " +
-                                          "Check the producer's credentials, ACLs and Cdc:Kafka:Producer settings.")
-                : new DeliveryFailedException($"Delivery to {pending.Record.Topic} failed: {error.Code} ({error.Reason})"));
+            if (outcome == DeliveryOutcome.Fatal)
+                // Outranks the failure the producer may have reported first (a refused batch makes it fatal, gapless).
+                Stop(new CdcStartupException($"Kafka refused to take events on {pending.Record.Topic}: {error.Code} ({error.Reason}). " +
+                                             "Check the producer's credentials, ACLs and Cdc:Kafka:Producer settings."));
+            else
+                Fail(new DeliveryFailedException($"Delivery to {pending.Record.Topic} failed: {error.Code} ({error.Reason})"));
             return;
         }
         if (error.Code == ErrorCode.Local_QueueFull && !_queueFullLogged)
@@ -448,7 +450,7 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
     }
 
     /// <summary>
-    /// After the producer failed for good: lets its last delivery reports arrive (up to a second; records queued behind
+    /// After the producer failed for good: lets its last delivery reports arrive (up to 3 s; records queued behind
     /// the refused ones are only reported when it is disposed), so the records it refused are remembered for the replay.
     /// </summary>
     public async Task SettleAsync()
@@ -456,7 +458,7 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
         if (!_producerFailed)
             return;
         var started = Stopwatch.GetTimestamp();
-        while (Stopwatch.GetElapsedTime(started) < TimeSpan.FromSeconds(1) && Outstanding > 0)
+        while (Stopwatch.GetElapsedTime(started) < TimeSpan.FromSeconds(3) && Outstanding > 0)
             await Task.Delay(20);
     }
 

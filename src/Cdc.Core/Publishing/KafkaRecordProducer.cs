@@ -89,10 +89,6 @@ public sealed class KafkaRecordProducer : IRecordProducer
         return pending.ValuePrefix is { } prefix && value.Length > 0 ? OutboxEventFraming.Frame(prefix, value) : value;
     }
 
-    /// <summary>Produces a record of the connector's own (not an event, e.g. a checkpoint) and waits for Kafka to have it.</summary>
-    public async Task ProduceAsync(string topic, byte[] key, byte[] value) =>
-        await _producer.ProduceAsync(topic, new Message<byte[], byte[]> { Key = key, Value = value });
-
     public void Purge()
     {
         if (!LibRdKafkaPurge.TryPurge(_producer.Handle) && !_purgeUnavailableLogged)

@@ -24,7 +24,6 @@ public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger,
     ];
 
     static readonly TimeSpan InitialBackoff = TimeSpan.FromMilliseconds(500);
-    static readonly TimeSpan SlotBusyPoll = TimeSpan.FromSeconds(2);
 
     public async Task RunAsync(CancellationToken stopping)
     {
@@ -82,13 +81,12 @@ public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger,
             {
                 // Another replica holds the slot (the server allows one reader): wait as a standby.
                 problem = "slot busy";
-                delay = SlotBusyPoll;
                 status.Standby = true;
                 if (lastProblem != problem)
                     logger.LogInformation("Slot {Slot} is in use by another reader ({Message}); waiting to take over",
                         options.Postgres.Slot, e.MessageText);
                 lastProblem = problem;
-                await Delay(delay, stopping);
+                await new SlotStandby(options.Postgres, status, logger).WaitUntilFreeAsync(stopping);
                 continue;
             }
             catch (PostgresException e) when (FatalSqlStates.Contains(e.SqlState))

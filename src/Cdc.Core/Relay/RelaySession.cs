@@ -24,7 +24,6 @@ namespace Cdc.Relay;
 /// </summary>
 sealed class RelaySession : IRelaySession
 {
-    static readonly TimeSpan StartGrace = TimeSpan.FromMilliseconds(750);
     static readonly TimeSpan CheckpointInterval = TimeSpan.FromSeconds(1);
     static readonly TimeSpan ProgressInterval = TimeSpan.FromSeconds(10);
 
@@ -44,7 +43,7 @@ sealed class RelaySession : IRelaySession
     // slot's creation, before this replica may fence anyone), and the position below which source transactions are
     // already committed to Kafka.
     readonly KafkaTransactions? _transactions;
-    readonly Lazy<IProducer<byte[], byte[]>>? _plainProducer;
+    readonly Lazy<IProducer<byte[], byte[]>> _plainProducer;
     ulong _skipBelow;
     PreparedSlot _slot = null!;
     SlotReader _reader = null!;
@@ -81,20 +80,24 @@ sealed class RelaySession : IRelaySession
             _ => new KafkaTopicAdmin(producer!.Handle, options.Kafka.Topics),
             _mapper, _tracker, metrics, status, logger, memory.KnownTopics, schemas, memory.Refusals, transactional: exactlyOnce);
         _producer = producer!;
+        // Checkpoints go through a producer of their own (made on first use): a checkpoint write Kafka refuses must not
+        // make the events' producer fatal (it runs with the gapless guarantee), and with exactly-once delivery the
+        // checkpoints written outside a Kafka transaction (at the slot's creation) cannot use the transactional one.
+        _plainProducer = new(() =>
+        {
+            var config = KafkaRecordProducer.ProducerConfig(options.Kafka);
+            config.Set("enable.gapless.guarantee", "false");
+            return new ProducerBuilder<byte[], byte[]>(config).SetLogHandler((_, _) => { }).Build();
+        });
+        _checkpoints = new KafkaCheckpointStore(options.Kafka,
+            async (topic, key, value) => await _plainProducer.Value.ProduceAsync(topic, new Message<byte[], byte[]> { Key = key, Value = value }),
+            _producer.Handle);
         if (exactlyOnce)
         {
-            _plainProducer = new(() => new ProducerBuilder<byte[], byte[]>(KafkaRecordProducer.ProducerConfig(options.Kafka)).Build());
-            _checkpoints = new KafkaCheckpointStore(options.Kafka,
-                async (topic, key, value) => await _plainProducer.Value.ProduceAsync(topic, new Message<byte[], byte[]> { Key = key, Value = value }),
-                _producer.Handle);
             var timeout = options.Kafka.Producer.TryGetValue("transaction.timeout.ms", out var ms) && int.TryParse(ms, out var t) ? t : 60_000;
             _transactions = new KafkaTransactions(_producer, _tracker, (lsn, time) => _identity.Checkpoint(lsn, time, _pendingRead),
                 options.Kafka.CheckpointTopic, options.Relay.TransactionMaxEvents, options.Relay.TransactionLinger,
                 TimeSpan.FromMilliseconds(timeout), metrics, logger);
-        }
-        else
-        {
-            _checkpoints = new KafkaCheckpointStore(options.Kafka, _producer.ProduceAsync, _producer.Handle);
         }
     }
 
@@ -189,10 +192,11 @@ sealed class RelaySession : IRelaySession
         var read = ReadAsync(readCancel.Token);
         try
         {
-            // START_REPLICATION fails at once when another reader holds the slot; only after that is this a stream.
-            // (A table read first is this replica's work already: it created the slot or found its read unfinished.)
-            if (_slot.TableRead is null && await Task.WhenAny(read, Task.Delay(StartGrace, stopping)) == read)
-                await read;
+            // START_REPLICATION fails at once when another reader holds the slot; only once the slot is this replica's is
+            // this a stream. (A table read first is this replica's work already: it created the slot or found its read
+            // unfinished, and starts replication after the read.)
+            if (_slot.TableRead is null)
+                await WaitUntilSlotHeldAsync(read, stopping);
             if (_transactions is not null)
                 await StartExactlyOnceAsync(stopping);
             _ready.TrySetResult();
@@ -263,6 +267,33 @@ sealed class RelaySession : IRelaySession
             await Quietly(monitoring);
             await Quietly(transacting);
             await Quietly(_checkpointWrite);
+        }
+    }
+
+    /// <summary>
+    /// Waits until the server shows this replication connection's walsender as the slot's reader (or START_REPLICATION
+    /// failed: another reader holds it). Exactly once must not register its transactional id, fencing the leader, before.
+    /// </summary>
+    async Task WaitUntilSlotHeldAsync(Task read, CancellationToken ct)
+    {
+        await using var connection = new NpgsqlConnection(_options.Postgres.ConnectionString);
+        await connection.OpenAsync(ct);
+        await using var command = new NpgsqlCommand("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", connection);
+        command.Parameters.AddWithValue(_options.Postgres.Slot);
+        var pid = _connection.ProcessID;
+        var deadline = Stopwatch.GetTimestamp();
+        while (true)
+        {
+            if (read.IsCompleted)
+            {
+                await read; // ObjectInUse: another reader holds the slot
+                throw new NpgsqlException("PostgreSQL ended the replication stream before it started.");
+            }
+            if (await command.ExecuteScalarAsync(ct) is int active && active == pid)
+                return;
+            if (Stopwatch.GetElapsedTime(deadline) > TimeSpan.FromSeconds(30))
+                throw new TimeoutException($"START_REPLICATION on slot {_options.Postgres.Slot} did not take the slot within 30 s");
+            await Task.WhenAny(read, Task.Delay(20, ct));
         }
     }
 
@@ -561,7 +592,7 @@ sealed class RelaySession : IRelaySession
     {
         _publisher.Dispose();
         _transactions?.Dispose();
-        if (_plainProducer is { IsValueCreated: true })
+        if (_plainProducer.IsValueCreated)
             _plainProducer.Value.Dispose();
         await _connection.DisposeAsync();
     }

@@ -61,7 +61,12 @@ public class DeliveryEdgeTests(ITestOutputHelper output, ServersFixture fixture)
     {
         var servers = await fixture.GetAsync();
         using var cluster = MockKafkaCluster.Start(brokers: 1);
-        await using var outbox = await OutboxHarness.CreateAsync(servers, output, [], bootstrapServers: cluster.BootstrapServers, configure: OneInFlight);
+        await using var outbox = await OutboxHarness.CreateAsync(servers, output, [], bootstrapServers: cluster.BootstrapServers, configure: o =>
+        {
+            OneInFlight(o);
+            // Each refusal makes the producer fatal (gapless) and the relay resumes from the slot: keep the restarts quick.
+            o.Relay.MaxRetryBackoff = TimeSpan.FromSeconds(1);
+        });
         cluster.CreateTopic(outbox.Topic("order"), 1, 1);
         cluster.CreateTopic(outbox.DeadLetterTopic, 1, 1);
         await outbox.StartRelayAsync();
@@ -70,7 +75,7 @@ public class DeliveryEdgeTests(ITestOutputHelper output, ServersFixture fixture)
 
         // The dead-letter topic refuses every form, each in its batch and then alone: whole, without payload, key and headers
         // only. (Each refusal makes the producer fatal, gapless: the relay resumes from the slot and remembers the refusal.)
-        cluster.PushRequestErrors(MockKafkaCluster.ProduceApiKey, Enumerable.Repeat(ErrorCode.InvalidRecord, 6).ToArray());
+        cluster.PushRequestErrors(MockKafkaCluster.ProduceApiKey, Enumerable.Repeat(ErrorCode.InvalidRecord, 100).ToArray());
         var refused = await outbox.CommitAsync(new TestEvent("not a topic!", "o-1", "Refused"));
         var stopped = await Task.WhenAny(outbox.RelayTask!, Task.Delay(Timeout));
         Assert.Same(outbox.RelayTask, stopped);
