@@ -6,6 +6,9 @@ using Confluent.Kafka.Admin;
 
 namespace Cdc.Positions;
 
+/// <summary>Kafka did not take a checkpoint record; the message names the topic.</summary>
+public sealed class CheckpointWriteException(string message, Exception inner) : Exception(message, inner);
+
 /// <summary>Where the connector keeps its <see cref="SlotCheckpoint"/>s.</summary>
 public interface ICheckpointStore
 {
@@ -101,7 +104,16 @@ public sealed class KafkaCheckpointStore(KafkaOptions options, Func<string, byte
             await EnsureTopicAsync(ct);
             _topicEnsured = true;
         }
-        await produce(options.CheckpointTopic, Encoding.UTF8.GetBytes(checkpoint.Key), checkpoint.ToJson()).WaitAsync(ct);
+        try
+        {
+            await produce(options.CheckpointTopic, Encoding.UTF8.GetBytes(checkpoint.Key), checkpoint.ToJson()).WaitAsync(ct);
+        }
+        catch (KafkaException e)
+        {
+            // Named for what it is: Kafka answered, the checkpoint topic did not take it (missing and not creatable, refused).
+            throw new CheckpointWriteException($"Could not write the checkpoint of slot {checkpoint.Slot} to {options.CheckpointTopic}: " +
+                                               $"{e.Error.Code} ({e.Error.Reason})", e);
+        }
     }
 
     /// <summary>Creates the topic compacted with one partition; where the cluster does not allow it, producing creates it.</summary>

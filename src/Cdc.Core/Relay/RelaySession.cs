@@ -39,6 +39,7 @@ sealed class RelaySession : IRelaySession
     readonly KafkaRecordProducer _producer;
     readonly KafkaCheckpointStore _checkpoints;
     readonly SlotIdentity _identity;
+    readonly RelayMemory _memory;
     // Exactly-once delivery: the Kafka transactions, a plain producer for the checkpoints written outside them (at the
     // slot's creation, before this replica may fence anyone), and the position below which source transactions are
     // already committed to Kafka.
@@ -69,6 +70,7 @@ sealed class RelaySession : IRelaySession
         _status = status;
         _connection = connection;
         _identity = identity;
+        _memory = memory;
         var exactlyOnce = options.Kafka.Delivery == DeliveryMode.ExactlyOnce;
         _format = RecordFormat.From(options);
         _mapper = new OutboxEventMapper(new TopicRouter(options.Kafka.TopicTemplate), options.Kafka.DeadLetterTopic, _format);
@@ -556,10 +558,21 @@ sealed class RelaySession : IRelaySession
         {
             await _checkpoints.WriteAsync(checkpoint, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10));
             _lastCheckpoint = checkpoint;
+            if (_memory.CheckpointFailing)
+                _logger.LogInformation("The checkpoint of slot {Slot} is written to {Topic} again ({Checkpoint})", _identity.Slot,
+                    _options.Kafka.CheckpointTopic, checkpoint);
+            _memory.CheckpointFailing = false;
         }
         catch (Exception e)
         {
-            _logger.LogDebug("Could not write the checkpoint ({Message}); writing it again later", e.Message);
+            // Without its checkpoint the connector cannot tell a lost slot from a first start: the operator must know.
+            if (!_memory.CheckpointFailing)
+                _logger.LogWarning("Could not write the checkpoint of slot {Slot} to {Topic} ({Reason}); until it is written, a lost slot " +
+                                   "would look like a first start. Writing it again every second", _identity.Slot, _options.Kafka.CheckpointTopic,
+                    e.Message);
+            else
+                _logger.LogDebug("Could not write the checkpoint ({Reason}); writing it again later", e.Message);
+            _memory.CheckpointFailing = true;
         }
     }
 
