@@ -28,9 +28,31 @@ public sealed class KafkaTransactions(
     long _openedAt;
     ulong _lastEnd;
     DateTime? _lastCommitTime;
+    volatile bool _checkpointDue;
 
     /// <summary>Kafka transactions committed by this session.</summary>
     public long Committed { get; private set; }
+
+    /// <summary>The checkpoint Kafka has committed last, as far as this session knows (null before <see cref="StartAt"/>).</summary>
+    public SlotCheckpoint? CommittedCheckpoint { get; private set; }
+
+    /// <summary>
+    /// Where the session starts: the checkpoint Kafka has, at the position the slot starts from. A Kafka transaction
+    /// before the first source transaction ends (a table read's) says that position, not 0/0, which would look like a
+    /// slot never confirmed.
+    /// </summary>
+    public void StartAt(SlotCheckpoint committed)
+    {
+        CommittedCheckpoint = committed;
+        _lastEnd = committed.ConfirmedLsn;
+        _lastCommitTime = committed.CommitTime;
+    }
+
+    /// <summary>
+    /// The checkpoint changed without events (a table read is done): a Kafka transaction of the checkpoint alone is
+    /// committed when no source transaction is half-read.
+    /// </summary>
+    public void CheckpointDue() => _checkpointDue = true;
 
     /// <summary>
     /// Registers this producer's transactional id: a previous producer with the same id (a zombie replica, or this
@@ -44,13 +66,18 @@ public sealed class KafkaTransactions(
         await _owner.WaitAsync(ct);
         if (!_open)
         {
-            producer.BeginTransaction();
-            _open = true;
-            _openedAt = Stopwatch.GetTimestamp();
+            Open();
         }
         // Held until the Kafka transaction commits: the slot must not be confirmed past events an abort would take back.
         tracker.Hold(source);
         _sources.Add(source);
+    }
+
+    void Open()
+    {
+        producer.BeginTransaction();
+        _open = true;
+        _openedAt = Stopwatch.GetTimestamp();
     }
 
     /// <summary>One event of the current source transaction was handed to the producer.</summary>
@@ -95,11 +122,12 @@ public sealed class KafkaTransactions(
         while (!ct.IsCancellationRequested)
         {
             await Task.Delay(linger / 2, ct);
-            if (!_open || Stopwatch.GetElapsedTime(_openedAt) < linger || !await _owner.WaitAsync(0, ct))
+            var lingered = _open && Stopwatch.GetElapsedTime(_openedAt) >= linger;
+            if (!(lingered || _checkpointDue) || !await _owner.WaitAsync(0, ct))
                 continue;
             try
             {
-                if (_open)
+                if (_open || _checkpointDue)
                     await CommitAsync();
             }
             finally
@@ -122,7 +150,7 @@ public sealed class KafkaTransactions(
         {
             try
             {
-                if (_open)
+                if (_open || _checkpointDue)
                     await CommitAsync();
             }
             finally
@@ -141,6 +169,9 @@ public sealed class KafkaTransactions(
 
     async Task CommitAsync()
     {
+        if (!_open)
+            Open(); // the checkpoint alone
+        _checkpointDue = false;
         var checkpoint = checkpointOf(_lastEnd, _lastCommitTime);
         var checkpointError = default(Error);
         producer.ProduceOwn(checkpointTopic, System.Text.Encoding.UTF8.GetBytes(checkpoint.Key), checkpoint.ToJson(),
@@ -162,6 +193,7 @@ public sealed class KafkaTransactions(
         }
         if (checkpointError is { Code: not ErrorCode.NoError })
             logger.LogDebug("The checkpoint in the Kafka transaction was not acknowledged: {Error}", checkpointError);
+        CommittedCheckpoint = checkpoint;
         foreach (var source in _sources)
             tracker.Release(source);
         metrics.KafkaTransactionCommitted();

@@ -309,6 +309,9 @@ sealed class RelaySession : IRelaySession
         await _transactions!.InitAsync(ct);
         var mine = (await _checkpoints.ReadAsync(_identity.Database, _identity.Slot, ct)).LastOrDefault(c => c.SystemId == _identity.SystemId);
         _skipBelow = mine?.ConfirmedLsn ?? 0;
+        // The slot's start (where it was created, or confirmed) is a position Kafka has everything before, too.
+        _transactions.StartAt(_identity.Checkpoint(Math.Max(_skipBelow, _slot.ConfirmedLsn), mine?.CommitTime ?? _slot.Checkpoint?.CommitTime,
+            mine?.Pending));
         _logger.LogInformation("Exactly-once delivery as {TransactionalId}: source transactions committed before {Lsn} are in Kafka already",
             TransactionalId(_identity), new NpgsqlLogSequenceNumber(_skipBelow));
     }
@@ -542,8 +545,15 @@ sealed class RelaySession : IRelaySession
     void MaybeWriteCheckpoint()
     {
         NoticeTableReadDone();
-        // Exactly once, the checkpoint goes in every Kafka transaction instead.
-        if (_transactions is not null || !_checkpointWrite.IsCompleted || Stopwatch.GetElapsedTime(_lastCheckpointAt) < CheckpointInterval)
+        // Exactly once, the checkpoint goes in the Kafka transactions instead; one of its own when only the table read's
+        // end changed it (a clean stop must not leave the read pending, to be done again at the next start).
+        if (_transactions is not null)
+        {
+            if (ExactlyOnceCheckpointChanged())
+                _transactions.CheckpointDue();
+            return;
+        }
+        if (!_checkpointWrite.IsCompleted || Stopwatch.GetElapsedTime(_lastCheckpointAt) < CheckpointInterval)
             return;
         var checkpoint = CurrentCheckpoint();
         if (_lastCheckpoint is { } last && last with { WrittenAt = checkpoint.WrittenAt } == checkpoint)
@@ -576,12 +586,30 @@ sealed class RelaySession : IRelaySession
         }
     }
 
+    bool ExactlyOnceCheckpointChanged() =>
+        _transactions!.CommittedCheckpoint is { } committed && committed.Pending != _pendingRead;
+
     /// <summary>At a stop: the last checkpoint, after the last confirm.</summary>
     async Task WriteLastCheckpointAsync()
     {
         await Quietly(_checkpointWrite);
         if (_transactions is not null)
+        {
+            NoticeTableReadDone();
+            if (!ExactlyOnceCheckpointChanged())
+                return;
+            try
+            {
+                _transactions.CheckpointDue();
+                await _transactions.CompleteAsync(TimeSpan.FromSeconds(2));
+            }
+            catch (Exception e)
+            {
+                _logger.LogWarning("Could not commit the last checkpoint of slot {Slot} to {Topic} ({Reason}); the next start may relay " +
+                                   "the {Kind} again", _identity.Slot, _options.Kafka.CheckpointTopic, e.Message, _transactions.CommittedCheckpoint?.Pending?.Kind);
+            }
             return;
+        }
         var checkpoint = CurrentCheckpoint();
         if (_lastCheckpoint is { } last && last with { WrittenAt = checkpoint.WrittenAt } == checkpoint)
             return;
