@@ -26,6 +26,8 @@ public sealed class KafkaTransactions(
     bool _open;
     long _events;
     long _openedAt;
+    // Time the open transaction spent waiting for topics to exist: not the source transaction's size.
+    TimeSpan _waited;
     ulong _lastEnd;
     DateTime? _lastCommitTime;
     volatile bool _checkpointDue;
@@ -78,10 +80,15 @@ public sealed class KafkaTransactions(
         producer.BeginTransaction();
         _open = true;
         _openedAt = Stopwatch.GetTimestamp();
+        _waited = TimeSpan.Zero;
     }
 
-    /// <summary>One event of the current source transaction was handed to the producer.</summary>
-    public void Counted() => _events++;
+    /// <summary>One event of the current source transaction was handed to the producer, after waiting this long for its topic.</summary>
+    public void Counted(TimeSpan waitedForTopic)
+    {
+        _events++;
+        _waited += waitedForTopic;
+    }
 
     /// <summary>The source transaction is complete; the Kafka transaction is committed when it is large enough.</summary>
     public async Task EndSourceAsync(PositionTracker.Transaction source, ulong endLsn, DateTime commitTime)
@@ -181,12 +188,13 @@ public sealed class KafkaTransactions(
         {
             await Task.Run(() => producer.CommitTransaction(CallTimeout));
         }
-        catch (KafkaException e) when (_sources.Count == 1 && elapsed >= transactionTimeout)
+        catch (KafkaException e) when (_sources.Count == 1 && elapsed - _waited >= transactionTimeout)
         {
             // One source transaction that takes longer than a Kafka transaction may stay open: replaying it would only fail
-            // again. A documented limit, said once, instead of a loop.
+            // again. A documented limit, said once, instead of a loop. Time spent waiting for a missing topic does not count
+            // (the broker's abort then ends the session; the replay, once the topic exists, commits in time).
             throw new CdcStartupException(
-                $"A source transaction of {_events} events took {elapsed.TotalSeconds:F0} s to produce, longer than the Kafka transaction " +
+                $"A source transaction of {_events} events took {(elapsed - _waited).TotalSeconds:F0} s to produce, longer than the Kafka transaction " +
                 $"may stay open (transaction.timeout.ms = {transactionTimeout.TotalMilliseconds:F0}), and could not be committed ({e.Error.Code}: " +
                 $"{e.Error.Reason}). Raise Cdc:Kafka:Producer:transaction.timeout.ms (up to the brokers' transaction.max.timeout.ms) or use " +
                 "Cdc:Kafka:Delivery=AtLeastOnce for such transactions.", e);

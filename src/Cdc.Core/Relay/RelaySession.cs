@@ -369,8 +369,9 @@ sealed class RelaySession : IRelaySession
         if (_transactions is not null)
         {
             mapped = _publisher.AsRefused(mapped);
+            var waiting = Stopwatch.GetTimestamp();
             await _publisher.WaitForTopicAsync((mapped.Record ?? mapped.DeadLetter!).Topic, ct);
-            _transactions.Counted();
+            _transactions.Counted(Stopwatch.GetElapsedTime(waiting));
         }
         _publisher.Publish(mapped, transaction, commitTime);
     }
