@@ -1,9 +1,13 @@
 using System.Text;
 using Cdc.Configuration;
+using Cdc.Replication;
 using Confluent.Kafka;
 using Confluent.Kafka.Admin;
 
 namespace Cdc.Positions;
+
+/// <summary>Kafka did not take a checkpoint record; the message names the topic.</summary>
+public sealed class CheckpointWriteException(string message, Exception inner) : Exception(message, inner);
 
 /// <summary>Where the connector keeps its <see cref="SlotCheckpoint"/>s.</summary>
 public interface ICheckpointStore
@@ -58,6 +62,7 @@ public sealed class KafkaCheckpointStore(KafkaOptions options, Func<string, byte
         }
         var latest = new Dictionary<string, SlotCheckpoint?>(StringComparer.Ordinal);
         var order = new List<string>();
+        var unreadable = new Dictionary<string, string>(StringComparer.Ordinal);
         consumer.Assign(ends.Keys.Select(p => new TopicPartitionOffset(options.CheckpointTopic, p, Offset.Beginning)));
         var deadline = DateTime.UtcNow + Timeout;
         var suffix = $"/{database}/{slot}";
@@ -71,13 +76,24 @@ public sealed class KafkaCheckpointStore(KafkaOptions options, Func<string, byte
                 continue;
             if (!result.IsPartitionEOF && result.Message.Key is { } key && Encoding.UTF8.GetString(key) is var name && name.EndsWith(suffix, StringComparison.Ordinal))
             {
-                latest[name] = result.Message.Value is { Length: > 0 } value ? SlotCheckpoint.FromJson(value) : null;
+                string? error = null;
+                latest[name] = result.Message.Value is { Length: > 0 } value ? SlotCheckpoint.FromJson(value, out error) : null;
+                if (error is null)
+                    unreadable.Remove(name);
+                else
+                    unreadable[name] = $"offset {result.TopicPartitionOffset}: {error}";
                 order.Remove(name);
                 order.Add(name);
             }
             if (result.IsPartitionEOF || result.Offset.Value + 1 >= ends.GetValueOrDefault(result.Partition.Value))
                 ends.Remove(result.Partition.Value);
         }
+        // The last record per key is what the connector knows; an unreadable one cannot be taken for "nothing" (a missing
+        // slot would be a silent first start). A tombstone (no value) is the way to forget a slot.
+        if (unreadable.FirstOrDefault() is { Key: not null } bad)
+            throw new CdcStartupException(
+                $"The last checkpoint of {bad.Key} in {options.CheckpointTopic} cannot be read ({bad.Value}), so what the connector confirmed in " +
+                $"slot {slot} is unknown. Write a valid checkpoint for that key, or a tombstone (the key with no value) to forget the slot.");
         return (IReadOnlyList<SlotCheckpoint>)[.. order.Select(k => latest[k]).OfType<SlotCheckpoint>()];
     }, ct);
 
@@ -88,7 +104,16 @@ public sealed class KafkaCheckpointStore(KafkaOptions options, Func<string, byte
             await EnsureTopicAsync(ct);
             _topicEnsured = true;
         }
-        await produce(options.CheckpointTopic, Encoding.UTF8.GetBytes(checkpoint.Key), checkpoint.ToJson()).WaitAsync(ct);
+        try
+        {
+            await produce(options.CheckpointTopic, Encoding.UTF8.GetBytes(checkpoint.Key), checkpoint.ToJson()).WaitAsync(ct);
+        }
+        catch (KafkaException e)
+        {
+            // Named for what it is: Kafka answered, the checkpoint topic did not take it (missing and not creatable, refused).
+            throw new CheckpointWriteException($"Could not write the checkpoint of slot {checkpoint.Slot} to {options.CheckpointTopic}: " +
+                                               $"{e.Error.Code} ({e.Error.Reason})", e);
+        }
     }
 
     /// <summary>Creates the topic compacted with one partition; where the cluster does not allow it, producing creates it.</summary>

@@ -26,16 +26,23 @@ public sealed record SlotCheckpoint(
 
     public byte[] ToJson() => JsonSerializer.SerializeToUtf8Bytes(this, CheckpointJson.Default.SlotCheckpoint);
 
-    public static SlotCheckpoint? FromJson(ReadOnlySpan<byte> json)
+    public static SlotCheckpoint? FromJson(ReadOnlySpan<byte> json) => FromJson(json, out _);
+
+    /// <summary>The checkpoint, or null with the reason when the record cannot be read as one.</summary>
+    public static SlotCheckpoint? FromJson(ReadOnlySpan<byte> json, out string? error)
     {
+        error = null;
         try
         {
-            return JsonSerializer.Deserialize(json, CheckpointJson.Default.SlotCheckpoint);
+            if (JsonSerializer.Deserialize(json, CheckpointJson.Default.SlotCheckpoint) is { SystemId: not null, Database: not null, Slot: not null } checkpoint)
+                return checkpoint;
+            error = "it names no server, database or slot";
         }
-        catch (JsonException)
+        catch (JsonException e)
         {
-            return null;
+            error = e.Message;
         }
+        return null;
     }
 
     public override string ToString() =>

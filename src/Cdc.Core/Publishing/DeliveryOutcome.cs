@@ -44,8 +44,11 @@ public static class DeliveryErrors
         ErrorCode.Local_InvalidDifferentRecord or ErrorCode.InvalidRecord or ErrorCode.InvalidMsg or ErrorCode.InvalidTimestamp
             or ErrorCode.UnsupportedForMessageFormat => alone ? DeliveryOutcome.Rejected : DeliveryOutcome.RetryAlone,
         ErrorCode.Local_BadMsg or ErrorCode.TopicException => DeliveryOutcome.Rejected,
+        // A partition the record names (a :partition placement) that its topic, which exists, does not have: waiting for
+        // the topic would never end, as the topic is there.
+        ErrorCode.Local_UnknownPartition => DeliveryOutcome.Rejected,
 
-        ErrorCode.UnknownTopicOrPart or ErrorCode.Local_UnknownTopic or ErrorCode.Local_UnknownPartition => DeliveryOutcome.UnknownTopic,
+        ErrorCode.UnknownTopicOrPart or ErrorCode.Local_UnknownTopic => DeliveryOutcome.UnknownTopic,
         ErrorCode.Local_PurgeQueue or ErrorCode.Local_PurgeInflight => DeliveryOutcome.Purged,
 
         ErrorCode.TopicAuthorizationFailed or ErrorCode.ClusterAuthorizationFailed

@@ -26,11 +26,35 @@ public sealed class KafkaTransactions(
     bool _open;
     long _events;
     long _openedAt;
+    // Time the open transaction spent waiting for topics to exist: not the source transaction's size.
+    TimeSpan _waited;
     ulong _lastEnd;
     DateTime? _lastCommitTime;
+    volatile bool _checkpointDue;
 
     /// <summary>Kafka transactions committed by this session.</summary>
     public long Committed { get; private set; }
+
+    /// <summary>The checkpoint Kafka has committed last, as far as this session knows (null before <see cref="StartAt"/>).</summary>
+    public SlotCheckpoint? CommittedCheckpoint { get; private set; }
+
+    /// <summary>
+    /// Where the session starts: the checkpoint Kafka has, at the position the slot starts from. A Kafka transaction
+    /// before the first source transaction ends (a table read's) says that position, not 0/0, which would look like a
+    /// slot never confirmed.
+    /// </summary>
+    public void StartAt(SlotCheckpoint committed)
+    {
+        CommittedCheckpoint = committed;
+        _lastEnd = committed.ConfirmedLsn;
+        _lastCommitTime = committed.CommitTime;
+    }
+
+    /// <summary>
+    /// The checkpoint changed without events (a table read is done): a Kafka transaction of the checkpoint alone is
+    /// committed when no source transaction is half-read.
+    /// </summary>
+    public void CheckpointDue() => _checkpointDue = true;
 
     /// <summary>
     /// Registers this producer's transactional id: a previous producer with the same id (a zombie replica, or this
@@ -44,17 +68,27 @@ public sealed class KafkaTransactions(
         await _owner.WaitAsync(ct);
         if (!_open)
         {
-            producer.BeginTransaction();
-            _open = true;
-            _openedAt = Stopwatch.GetTimestamp();
+            Open();
         }
         // Held until the Kafka transaction commits: the slot must not be confirmed past events an abort would take back.
         tracker.Hold(source);
         _sources.Add(source);
     }
 
-    /// <summary>One event of the current source transaction was handed to the producer.</summary>
-    public void Counted() => _events++;
+    void Open()
+    {
+        producer.BeginTransaction();
+        _open = true;
+        _openedAt = Stopwatch.GetTimestamp();
+        _waited = TimeSpan.Zero;
+    }
+
+    /// <summary>One event of the current source transaction was handed to the producer, after waiting this long for its topic.</summary>
+    public void Counted(TimeSpan waitedForTopic)
+    {
+        _events++;
+        _waited += waitedForTopic;
+    }
 
     /// <summary>The source transaction is complete; the Kafka transaction is committed when it is large enough.</summary>
     public async Task EndSourceAsync(PositionTracker.Transaction source, ulong endLsn, DateTime commitTime)
@@ -95,11 +129,12 @@ public sealed class KafkaTransactions(
         while (!ct.IsCancellationRequested)
         {
             await Task.Delay(linger / 2, ct);
-            if (!_open || Stopwatch.GetElapsedTime(_openedAt) < linger || !await _owner.WaitAsync(0, ct))
+            var lingered = _open && Stopwatch.GetElapsedTime(_openedAt) >= linger;
+            if (!(lingered || _checkpointDue) || !await _owner.WaitAsync(0, ct))
                 continue;
             try
             {
-                if (_open)
+                if (_open || _checkpointDue)
                     await CommitAsync();
             }
             finally
@@ -122,7 +157,7 @@ public sealed class KafkaTransactions(
         {
             try
             {
-                if (_open)
+                if (_open || _checkpointDue)
                     await CommitAsync();
             }
             finally
@@ -141,6 +176,9 @@ public sealed class KafkaTransactions(
 
     async Task CommitAsync()
     {
+        if (!_open)
+            Open(); // the checkpoint alone
+        _checkpointDue = false;
         var checkpoint = checkpointOf(_lastEnd, _lastCommitTime);
         var checkpointError = default(Error);
         producer.ProduceOwn(checkpointTopic, System.Text.Encoding.UTF8.GetBytes(checkpoint.Key), checkpoint.ToJson(),
@@ -150,18 +188,20 @@ public sealed class KafkaTransactions(
         {
             await Task.Run(() => producer.CommitTransaction(CallTimeout));
         }
-        catch (KafkaException e) when (_sources.Count == 1 && elapsed >= transactionTimeout)
+        catch (KafkaException e) when (_sources.Count == 1 && elapsed - _waited >= transactionTimeout)
         {
             // One source transaction that takes longer than a Kafka transaction may stay open: replaying it would only fail
-            // again. A documented limit, said once, instead of a loop.
+            // again. A documented limit, said once, instead of a loop. Time spent waiting for a missing topic does not count
+            // (the broker's abort then ends the session; the replay, once the topic exists, commits in time).
             throw new CdcStartupException(
-                $"A source transaction of {_events} events took {elapsed.TotalSeconds:F0} s to produce, longer than the Kafka transaction " +
+                $"A source transaction of {_events} events took {(elapsed - _waited).TotalSeconds:F0} s to produce, longer than the Kafka transaction " +
                 $"may stay open (transaction.timeout.ms = {transactionTimeout.TotalMilliseconds:F0}), and could not be committed ({e.Error.Code}: " +
                 $"{e.Error.Reason}). Raise Cdc:Kafka:Producer:transaction.timeout.ms (up to the brokers' transaction.max.timeout.ms) or use " +
                 "Cdc:Kafka:Delivery=AtLeastOnce for such transactions.", e);
         }
         if (checkpointError is { Code: not ErrorCode.NoError })
             logger.LogDebug("The checkpoint in the Kafka transaction was not acknowledged: {Error}", checkpointError);
+        CommittedCheckpoint = checkpoint;
         foreach (var source in _sources)
             tracker.Release(source);
         metrics.KafkaTransactionCommitted();

@@ -175,7 +175,7 @@ public sealed class OutboxRelay(CdcOptions options, ILogger<OutboxRelay> logger,
     static string Cause(Exception e) => e switch
     {
         DeliveryFailedException => "kafka_delivery",
-        Confluent.Kafka.KafkaException => "kafka",
+        Confluent.Kafka.KafkaException or Cdc.Positions.CheckpointWriteException => "kafka",
         NpgsqlException or System.Net.Sockets.SocketException or IOException or TimeoutException => "postgres",
         _ => "other",
     };

@@ -11,4 +11,7 @@ sealed class RelayMemory
 
     /// <summary>Exactly-once delivery: what Kafka refused of which event, to send it as its dead letter on the replay.</summary>
     public ConcurrentDictionary<string, Refusal> Refusals { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>Whether checkpoint writes are failing: said once when they start failing, once when they work again.</summary>
+    public bool CheckpointFailing { get; set; }
 }

@@ -39,6 +39,7 @@ sealed class RelaySession : IRelaySession
     readonly KafkaRecordProducer _producer;
     readonly KafkaCheckpointStore _checkpoints;
     readonly SlotIdentity _identity;
+    readonly RelayMemory _memory;
     // Exactly-once delivery: the Kafka transactions, a plain producer for the checkpoints written outside them (at the
     // slot's creation, before this replica may fence anyone), and the position below which source transactions are
     // already committed to Kafka.
@@ -70,6 +71,7 @@ sealed class RelaySession : IRelaySession
         _status = status;
         _connection = connection;
         _identity = identity;
+        _memory = memory;
         var exactlyOnce = options.Kafka.Delivery == DeliveryMode.ExactlyOnce;
         _format = RecordFormat.From(options);
         _mapper = new OutboxEventMapper(new TopicRouter(options.Kafka.TopicTemplate), options.Kafka.DeadLetterTopic, _format);
@@ -312,6 +314,9 @@ sealed class RelaySession : IRelaySession
         await _transactions!.InitAsync(ct);
         var mine = (await _checkpoints.ReadAsync(_identity.Database, _identity.Slot, ct)).LastOrDefault(c => c.SystemId == _identity.SystemId);
         _skipBelow = mine?.ConfirmedLsn ?? 0;
+        // The slot's start (where it was created, or confirmed) is a position Kafka has everything before, too.
+        _transactions.StartAt(_identity.Checkpoint(Math.Max(_skipBelow, _slot.ConfirmedLsn), mine?.CommitTime ?? _slot.Checkpoint?.CommitTime,
+            mine?.Pending));
         _logger.LogInformation("Exactly-once delivery as {TransactionalId}: source transactions committed before {Lsn} are in Kafka already",
             TransactionalId(_identity), new NpgsqlLogSequenceNumber(_skipBelow));
     }
@@ -369,8 +374,9 @@ sealed class RelaySession : IRelaySession
         if (_transactions is not null)
         {
             mapped = _publisher.AsRefused(mapped);
+            var waiting = Stopwatch.GetTimestamp();
             await _publisher.WaitForTopicAsync((mapped.Record ?? mapped.DeadLetter!).Topic, ct);
-            _transactions.Counted();
+            _transactions.Counted(Stopwatch.GetElapsedTime(waiting));
         }
         _publisher.Publish(mapped, transaction, commitTime);
     }
@@ -545,8 +551,15 @@ sealed class RelaySession : IRelaySession
     void MaybeWriteCheckpoint()
     {
         NoticeTableReadDone();
-        // Exactly once, the checkpoint goes in every Kafka transaction instead.
-        if (_transactions is not null || !_checkpointWrite.IsCompleted || Stopwatch.GetElapsedTime(_lastCheckpointAt) < CheckpointInterval)
+        // Exactly once, the checkpoint goes in the Kafka transactions instead; one of its own when only the table read's
+        // end changed it (a clean stop must not leave the read pending, to be done again at the next start).
+        if (_transactions is not null)
+        {
+            if (ExactlyOnceCheckpointChanged())
+                _transactions.CheckpointDue();
+            return;
+        }
+        if (!_checkpointWrite.IsCompleted || Stopwatch.GetElapsedTime(_lastCheckpointAt) < CheckpointInterval)
             return;
         var checkpoint = CurrentCheckpoint();
         if (_lastCheckpoint is { } last && last with { WrittenAt = checkpoint.WrittenAt } == checkpoint)
@@ -561,19 +574,48 @@ sealed class RelaySession : IRelaySession
         {
             await _checkpoints.WriteAsync(checkpoint, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10));
             _lastCheckpoint = checkpoint;
+            if (_memory.CheckpointFailing)
+                _logger.LogInformation("The checkpoint of slot {Slot} is written to {Topic} again ({Checkpoint})", _identity.Slot,
+                    _options.Kafka.CheckpointTopic, checkpoint);
+            _memory.CheckpointFailing = false;
         }
         catch (Exception e)
         {
-            _logger.LogDebug("Could not write the checkpoint ({Message}); writing it again later", e.Message);
+            // Without its checkpoint the connector cannot tell a lost slot from a first start: the operator must know.
+            if (!_memory.CheckpointFailing)
+                _logger.LogWarning("Could not write the checkpoint of slot {Slot} to {Topic} ({Reason}); until it is written, a lost slot " +
+                                   "would look like a first start. Writing it again every second", _identity.Slot, _options.Kafka.CheckpointTopic,
+                    e.Message);
+            else
+                _logger.LogDebug("Could not write the checkpoint ({Reason}); writing it again later", e.Message);
+            _memory.CheckpointFailing = true;
         }
     }
+
+    bool ExactlyOnceCheckpointChanged() =>
+        _transactions!.CommittedCheckpoint is { } committed && committed.Pending != _pendingRead;
 
     /// <summary>At a stop: the last checkpoint, after the last confirm.</summary>
     async Task WriteLastCheckpointAsync()
     {
         await Quietly(_checkpointWrite);
         if (_transactions is not null)
+        {
+            NoticeTableReadDone();
+            if (!ExactlyOnceCheckpointChanged())
+                return;
+            try
+            {
+                _transactions.CheckpointDue();
+                await _transactions.CompleteAsync(TimeSpan.FromSeconds(2));
+            }
+            catch (Exception e)
+            {
+                _logger.LogWarning("Could not commit the last checkpoint of slot {Slot} to {Topic} ({Reason}); the next start may relay " +
+                                   "the {Kind} again", _identity.Slot, _options.Kafka.CheckpointTopic, e.Message, _transactions.CommittedCheckpoint?.Pending?.Kind);
+            }
             return;
+        }
         var checkpoint = CurrentCheckpoint();
         if (_lastCheckpoint is { } last && last with { WrittenAt = checkpoint.WrittenAt } == checkpoint)
             return;

@@ -109,10 +109,12 @@ static class SlotLifecycle
                 "events committed after that may not have been relayed. Set Cdc:Postgres:LostSlotPolicy=Backfill to create the slot again and " +
                 "relay the gap's rows from the table, or Recreate to create it again and only log the gap (or re-create the slot yourself).");
 
-        // A backfill keeps the bound of one that was interrupted: the gap it must cover is the first one.
-        var read = options.LostSlotPolicy == LostSlotPolicy.Backfill && table is not null
-            ? new TableRead(PendingTableRead.Backfill,
-                last.Pending is { Kind: PendingTableRead.Backfill } pending ? pending.From : last.CommitTime - options.BackfillMargin, null)
+        // A table read the lost slot had not finished is finished whatever the policy (Recreate accepts losing the gap,
+        // not rows from before it): an interrupted snapshot is done again whole, which covers the gap too; an interrupted
+        // backfill keeps its bound, as the gap it must cover is the first one.
+        var read = table is null ? null
+            : last.Pending is { } pending ? new TableRead(pending.Kind, pending.Kind == PendingTableRead.Snapshot ? null : pending.From, null)
+            : options.LostSlotPolicy == LostSlotPolicy.Backfill ? new TableRead(PendingTableRead.Backfill, last.CommitTime - options.BackfillMargin, null)
             : null;
         await using (var drop = new NpgsqlCommand(
                          "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", connection))
@@ -126,7 +128,9 @@ static class SlotLifecycle
             "Slot {Slot} {What}, and has been created again (Cdc:Postgres:LostSlotPolicy={Policy}). Events committed after {FromLsn}{Since} and " +
             "before {ToLsn} were not relayed from the slot{Backfill}",
             options.Slot, what, options.LostSlotPolicy, gap.From, since, gap.To,
-            read is null ? ": re-publish them from the table if they are still there (Cdc:Postgres:SignalPrefix)" : $"; they are relayed from the table (created_at from {read.From:O})");
+            read is null ? ": re-publish them from the table if they are still there (Cdc:Postgres:SignalPrefix)"
+            : read.Kind == PendingTableRead.Snapshot ? "; the unfinished initial snapshot is relayed again from the table, which covers them"
+            : $"; they are relayed from the table (created_at from {read.From:O})");
         return new PreparedSlot(created.ConsistentPoint, table, gap, read is null ? null : read with { SnapshotName = created.SnapshotName },
             identity, created.Checkpoint);
     }

@@ -21,14 +21,14 @@ public sealed record RepublishSignal(string Slot, DateTime? From, DateTime? To, 
                 return Fail("is not a JSON object", out error);
             if (!root.TryGetProperty("slot", out var slot) || slot.ValueKind != JsonValueKind.String || slot.GetString() is not { Length: > 0 } slotName)
                 return Fail("has no \"slot\"", out error);
-            if (!root.TryGetProperty("action", out var action) || action.GetString() != "republish")
+            if (!root.TryGetProperty("action", out var action) || action.ValueKind != JsonValueKind.String || action.GetString() != "republish")
                 return Fail("has no \"action\":\"republish\"", out error);
             if (root.TryGetProperty("ids", out var idsElement))
             {
                 if (idsElement.ValueKind != JsonValueKind.Array || idsElement.GetArrayLength() == 0 ||
                     idsElement.EnumerateArray().Any(i => i.ValueKind != JsonValueKind.String))
                     return Fail("\"ids\" is not a non-empty array of strings", out error);
-                return new RepublishSignal(slotName, null, null, [.. idsElement.EnumerateArray().Select(i => i.GetString()!)]);
+                return new RepublishSignal(slotName, null, null, [.. idsElement.EnumerateArray().Select(i => Canonical(i.GetString()!))]);
             }
             var from = Time(root, "from");
             var to = Time(root, "to");
@@ -43,6 +43,12 @@ public sealed record RepublishSignal(string Slot, DateTime? From, DateTime? To, 
             return Fail($"is not valid JSON ({e.Message})", out error);
         }
     }
+
+    /// <summary>
+    /// A uuid in PostgreSQL's text form (lower case, hyphens), which the table reader compares with; uuid input is
+    /// case-insensitive (RFC 4122), so "A1B2…" names the same row. Ids that are not uuids (a text id column) stay as written.
+    /// </summary>
+    static string Canonical(string id) => Guid.TryParse(id, out var uuid) ? uuid.ToString("D") : id;
 
     static DateTime? Time(JsonElement root, string name) =>
         root.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.String &&

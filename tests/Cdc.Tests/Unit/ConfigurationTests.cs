@@ -92,6 +92,7 @@ public class ConfigurationTests
     [InlineData(ErrorCode.InvalidTimestamp, true, DeliveryOutcome.Rejected)]
     [InlineData(ErrorCode.UnknownTopicOrPart, false, DeliveryOutcome.UnknownTopic)]
     [InlineData(ErrorCode.Local_UnknownTopic, true, DeliveryOutcome.UnknownTopic)]
+    [InlineData(ErrorCode.Local_UnknownPartition, false, DeliveryOutcome.Rejected)]
     [InlineData(ErrorCode.Local_PurgeQueue, false, DeliveryOutcome.Purged)]
     [InlineData(ErrorCode.Local_PurgeInflight, false, DeliveryOutcome.Purged)]
     [InlineData(ErrorCode.TopicAuthorizationFailed, false, DeliveryOutcome.Fatal)]
