@@ -27,7 +27,9 @@ sealed class SlotClaim : IAsyncDisposable
     /// <summary>Takes the claim, or throws <see cref="PostgresException"/> ObjectInUse (as START_REPLICATION would) when another replica holds it.</summary>
     public static async Task<SlotClaim> TakeAsync(PostgresOptions options, CancellationToken ct)
     {
-        var connection = new NpgsqlConnection(options.ConnectionString);
+        // Not pooled: a session-level lock stays with a pooled connection after it is closed, and the next session of this
+        // very process would find its slot claimed.
+        var connection = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(options.ConnectionString) { Pooling = false }.ConnectionString);
         try
         {
             await connection.OpenAsync(ct);
