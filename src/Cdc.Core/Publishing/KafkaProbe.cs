@@ -12,15 +12,8 @@ public static class KafkaProbe
     /// <summary>Through an existing client's connections (the producer's).</summary>
     public static bool Answers(Handle client, TimeSpan timeout)
     {
-        try
-        {
-            using var admin = new DependentAdminClientBuilder(client).Build();
-            return admin.GetMetadata(timeout).Brokers.Count > 0;
-        }
-        catch (KafkaException)
-        {
-            return false;
-        }
+        using var admin = new DependentAdminClientBuilder(client).Build();
+        return Answers(admin, timeout);
     }
 
     /// <summary>A client of its own with the producer's connection and security settings, for a replica with no producer.</summary>

@@ -3,6 +3,7 @@ using System.Net;
 using System.Text.RegularExpressions;
 using Cdc.Embedded;
 using Cdc.Tests.Fixtures;
+using static Cdc.Tests.Fixtures.WorkerLoad;
 using Xunit.Abstractions;
 
 namespace Cdc.Tests.EndToEnd;
@@ -15,47 +16,14 @@ public class HandoverReviewTests(ITestOutputHelper output, ServersFixture fixtur
 {
     static readonly TimeSpan Timeout = TimeSpan.FromSeconds(90);
 
-    static string Gauge(string metrics, string name) =>
-        Regex.Match(metrics, $@"(?m)^{name}(?:\{{[^}}]*\}})? (\S+)") is { Success: true } m ? m.Groups[1].Value : $"{name} not exported";
-
-    static async Task<HttpStatusCode> ReadyzAsync(WorkerProcess worker)
-    {
-        using var http = new HttpClient { BaseAddress = new Uri(worker.ListeningUrl), Timeout = TimeSpan.FromSeconds(10) };
-        return (await http.GetAsync("/readyz")).StatusCode;
-    }
-
-    static async Task<string> MetricsAsync(WorkerProcess worker)
-    {
-        using var http = new HttpClient { BaseAddress = new Uri(worker.ListeningUrl), Timeout = TimeSpan.FromSeconds(10) };
-        return await http.GetStringAsync("/metrics");
-    }
-
     /// <summary>Polls /readyz until it answers <paramref name="expected"/> or the time is up; returns the last answer.</summary>
     static async Task<HttpStatusCode> ReadyzEventuallyAsync(WorkerProcess worker, HttpStatusCode expected, TimeSpan within)
     {
         var deadline = DateTime.UtcNow + within;
         HttpStatusCode last;
-        while ((last = await ReadyzAsync(worker)) != expected && DateTime.UtcNow < deadline)
+        while ((last = await worker.ReadyzAsync()) != expected && DateTime.UtcNow < deadline)
             await Task.Delay(250);
         return last;
-    }
-
-    static (Task Writing, List<TestEvent> Written, CancellationTokenSource Stop) SteadyWriter(OutboxHarness outbox)
-    {
-        var written = new List<TestEvent>();
-        var stop = new CancellationTokenSource();
-        var writing = Task.Run(async () =>
-        {
-            for (var i = 0; !stop.IsCancellationRequested; i++)
-            {
-                var e = new TestEvent("order", $"o-{i % 5}", $"E{i}");
-                await outbox.CommitAsync(e);
-                lock (written)
-                    written.Add(e);
-                await Task.Delay(20);
-            }
-        });
-        return (writing, written, stop);
     }
 
     /// <summary>
@@ -80,10 +48,10 @@ public class HandoverReviewTests(ITestOutputHelper output, ServersFixture fixtur
         var answers = new List<HttpStatusCode>();
         for (var i = 0; i < 20; i++)
         {
-            answers.Add(await ReadyzAsync(standby));
+            answers.Add(await standby.ReadyzAsync());
             await Task.Delay(500);
         }
-        var standbyGauge = Gauge(await MetricsAsync(standby), "cdc_stream_standby");
+        var standbyGauge = Gauge(await standby.MetricsAsync(), "cdc_stream_standby");
         output.WriteLine($"standby /readyz over 10 s: {string.Join(" ", answers.Select(a => (int)a))}; cdc_stream_standby {standbyGauge}");
         Assert.Equal("1", standbyGauge);
         Assert.All(answers, a => Assert.Equal(HttpStatusCode.OK, a));
@@ -107,7 +75,7 @@ public class HandoverReviewTests(ITestOutputHelper output, ServersFixture fixtur
         await leader.WaitForOutputAsync("Streaming slot", Timeout);
         cluster.SetAllBrokersDown();
         await leader.WaitForOutputAsync("Kafka unreachable", TimeSpan.FromSeconds(150));
-        Assert.Equal(HttpStatusCode.ServiceUnavailable, await ReadyzAsync(leader));
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, await leader.ReadyzAsync());
         cluster.SetAllBrokersUp();
         var answer = await ReadyzEventuallyAsync(leader, HttpStatusCode.OK, TimeSpan.FromSeconds(45));
         output.WriteLine($"Kafka back for 45 s: idle leader /readyz {(int)answer}");
@@ -141,7 +109,7 @@ public class HandoverReviewTests(ITestOutputHelper output, ServersFixture fixtur
         Assert.True(took < TimeSpan.FromSeconds(5), $"the standby took {took.TotalMilliseconds:F0} ms to exit");
         Assert.Equal(0, duplicates);
         Assert.Single(Regex.Matches(leader.Output, "Streaming slot"));
-        Assert.Equal(HttpStatusCode.OK, await ReadyzAsync(leader));
+        Assert.Equal(HttpStatusCode.OK, await leader.ReadyzAsync());
         await leader.TerminateAsync(TimeSpan.FromSeconds(30));
     }
 
@@ -166,7 +134,7 @@ public class HandoverReviewTests(ITestOutputHelper output, ServersFixture fixtur
         await stopWriting.CancelAsync();
         await writing;
         await outbox.WaitForConfirmedAsync(await outbox.CurrentWalLsnAsync(), Timeout);
-        var ups = new[] { Gauge(await MetricsAsync(a), "cdc_stream_up"), Gauge(await MetricsAsync(b), "cdc_stream_up") };
+        var ups = new[] { Gauge(await a.MetricsAsync(), "cdc_stream_up"), Gauge(await b.MetricsAsync(), "cdc_stream_up") };
         List<TestEvent> all;
         lock (written)
             all = [.. written];
@@ -253,8 +221,8 @@ public class HandoverReviewTests(ITestOutputHelper output, ServersFixture fixtur
             Assert.False(second.HasExited, $"the second replica exited:\n{second.Output}");
             await Task.Delay(50);
         }
-        var secondUp = Gauge(await MetricsAsync(second), "cdc_stream_up");
-        var firstUp = Gauge(await MetricsAsync(first), "cdc_stream_up");
+        var secondUp = Gauge(await second.MetricsAsync(), "cdc_stream_up");
+        var firstUp = Gauge(await first.MetricsAsync(), "cdc_stream_up");
         output.WriteLine($"while the first relays its snapshot: cdc_stream_up first {firstUp}, second {secondUp}");
 
         // The first replica finishes its snapshot and then either streams or (having lost the slot to the second) stands by.

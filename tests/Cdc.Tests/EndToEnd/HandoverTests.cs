@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Net;
 using System.Text.RegularExpressions;
 using Cdc.Tests.Fixtures;
+using static Cdc.Tests.Fixtures.WorkerLoad;
 using Xunit.Abstractions;
 
 namespace Cdc.Tests.EndToEnd;
@@ -14,28 +15,6 @@ namespace Cdc.Tests.EndToEnd;
 public class HandoverTests(ITestOutputHelper output, ServersFixture fixture) : IClassFixture<ServersFixture>
 {
     static readonly TimeSpan Timeout = TimeSpan.FromSeconds(90);
-
-    static string Gauge(string metrics, string name) =>
-        Regex.Match(metrics, $@"(?m)^{name}(?:\{{[^}}]*\}})? (\S+)") is { Success: true } m ? m.Groups[1].Value : $"{name} not exported";
-
-    /// <summary>Commits one event every 20 ms until stopped (a steady writer); returns what it wrote.</summary>
-    static (Task Writing, List<TestEvent> Written, CancellationTokenSource Stop) SteadyWriter(OutboxHarness outbox)
-    {
-        var written = new List<TestEvent>();
-        var stop = new CancellationTokenSource();
-        var writing = Task.Run(async () =>
-        {
-            for (var i = 0; !stop.IsCancellationRequested; i++)
-            {
-                var e = new TestEvent("order", $"o-{i % 5}", $"E{i}");
-                await outbox.CommitAsync(e);
-                lock (written)
-                    written.Add(e);
-                await Task.Delay(20);
-            }
-        });
-        return (writing, written, stop);
-    }
 
     [Fact]
     public async Task Both_replicas_are_ready_and_a_graceful_stop_hands_the_slot_over_within_two_seconds_without_duplicates()

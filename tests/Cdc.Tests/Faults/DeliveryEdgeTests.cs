@@ -4,6 +4,7 @@ using System.Text.RegularExpressions;
 using Cdc.Embedded;
 using Cdc.Outbox.V1;
 using Cdc.Tests.Fixtures;
+using static Cdc.Tests.Fixtures.WorkerLoad;
 using Confluent.Kafka;
 using NpgsqlTypes;
 using Xunit.Abstractions;
@@ -167,10 +168,6 @@ public class DeliveryEdgeTests(ITestOutputHelper output, ServersFixture fixture)
         Assert.Single(Regex.Matches(worker.Output, "does not exist and could not be created"));
         Assert.Contains($"Topic {outbox.Topic("shipment")} exists now", worker.Output);
     }
-
-    /// <summary>The sample of a gauge in Prometheus text (<c>name{labels} value</c>).</summary>
-    static string Gauge(string metrics, string name) =>
-        Regex.Match(metrics, $@"(?m)^{name}(?:\{{[^}}]*\}})? (\S+)") is { Success: true } m ? m.Groups[1].Value : $"{name} not exported";
 
     [Fact]
     public async Task The_backoff_grows_when_every_session_fails_right_after_it_opens()

@@ -30,6 +30,20 @@ public sealed class WorkerProcess : IDisposable
         }
     }
 
+    /// <summary>What /readyz answers now.</summary>
+    public async Task<System.Net.HttpStatusCode> ReadyzAsync()
+    {
+        using var http = new HttpClient { BaseAddress = new Uri(ListeningUrl), Timeout = TimeSpan.FromSeconds(10) };
+        return (await http.GetAsync("/readyz")).StatusCode;
+    }
+
+    /// <summary>The Prometheus text /metrics serves now.</summary>
+    public async Task<string> MetricsAsync()
+    {
+        using var http = new HttpClient { BaseAddress = new Uri(ListeningUrl), Timeout = TimeSpan.FromSeconds(10) };
+        return await http.GetStringAsync("/metrics");
+    }
+
     public string Output
     {
         get { lock (_output) return _output.ToString(); }
