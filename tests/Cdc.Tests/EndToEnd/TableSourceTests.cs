@@ -88,7 +88,12 @@ public class TableSourceTests(ITestOutputHelper output, ServersFixture fixture) 
             await stopped.WaitForExitAsync(Timeout);
             Assert.Equal(1, stopped.ExitCode);
             Assert.Contains($"Slot {outbox.Options.Postgres.Slot} does not exist any more", stopped.Output);
-            Assert.Contains($"The last position the connector confirmed in it is {new NpgsqlLogSequenceNumber(confirmed)} (its transaction committed at ", stopped.Output);
+            // The position of the last checkpoint: the slot's own may have moved on after it (keepalive positions confirmed
+            // while the brokers were down, when no checkpoint could be written), never the other way.
+            var named = System.Text.RegularExpressions.Regex.Match(stopped.Output,
+                @"The last position the connector confirmed in it is (\S+) \(its transaction committed at ");
+            Assert.True(named.Success, "the stop names the last confirmed position");
+            Assert.InRange((ulong)NpgsqlLogSequenceNumber.Parse(named.Groups[1].Value), 1UL, confirmed);
             Assert.Contains("Cdc:Postgres:LostSlotPolicy=Backfill", stopped.Output);
         }
         Assert.Equal(0UL, await outbox.ConfirmedFlushLsnAsync()); // not silently created
