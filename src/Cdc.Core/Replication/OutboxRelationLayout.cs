@@ -1,6 +1,6 @@
 using Cdc.Configuration;
 using Cdc.Mapping;
-using Npgsql.Replication.PgOutput.Messages;
+using Cdc.Replication.PgOutput;
 
 namespace Cdc.Replication;
 
@@ -50,7 +50,7 @@ sealed class OutboxRelationLayout
     public bool HeadersIsJsonb { get; private set; }
 
     public static OutboxRelationLayout For(RelationMessage relation, OutboxColumns names, IReadOnlyList<Placement>? placements = null) =>
-        For([.. relation.Columns.Select(c => (c.ColumnName, c.DataTypeId))], names, $"{relation.Namespace}.{relation.RelationName}", placements);
+        For([.. relation.Columns.Select(c => (c.Name, c.TypeId))], names, $"{relation.Namespace}.{relation.RelationName}", placements);
 
     /// <summary>
     /// The layout of columns given by name and type OID, in order (a Relation message's, or a query's). Throws when a

@@ -1,6 +1,6 @@
 using Cdc.Configuration;
 using Microsoft.Extensions.Logging;
-using Npgsql.Replication.PgOutput.Messages;
+using Cdc.Replication.PgOutput;
 
 namespace Cdc.Replication;
 

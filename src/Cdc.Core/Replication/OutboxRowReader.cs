@@ -1,29 +1,41 @@
 using System.Buffers.Binary;
 using System.Text;
 using Cdc.Mapping;
-using Npgsql.Replication.PgOutput;
-using Npgsql.Replication.PgOutput.Messages;
+using Cdc.Replication.PgOutput;
 
 namespace Cdc.Replication;
 
 /// <summary>
 /// Reads an Insert message of the outbox relation into an <see cref="OutboxRow"/>, column by column in order. Every
-/// value is read as the raw bytes of the binary protocol and decoded here, so a value that cannot be decoded (a jsonb
+/// value is read as the raw bytes of the binary protocol (a view of the message) and decoded here, so a value that cannot be decoded (a jsonb
 /// version this code does not know, a timestamp outside what an event can carry, text that is not UTF-8) never leaves
 /// the stream half-read: the row gets a <see cref="OutboxRow.ReadError"/> and is dead-lettered by the mapper.
 /// </summary>
 static class OutboxRowReader
 {
-    public static async ValueTask<OutboxRow> ReadAsync(InsertMessage insert, OutboxRelationLayout layout, CancellationToken ct)
+    /// <summary>Reads the new tuple of an Insert message (after its relation id) into a row of the layout.</summary>
+    public static OutboxRow Read(ref PgOutputReader insert, OutboxRelationLayout layout)
     {
         var row = NewRow(layout);
-        var ordinal = 0;
-        await foreach (var value in insert.NewRow.WithCancellation(ct))
+        var count = InsertMessage.ReadColumnCount(ref insert);
+        for (var at = 0; at < count; at++)
         {
-            var at = ordinal++;
-            if (!Reads(layout, at))
-                continue; // unread values are skipped by Npgsql
-            Decode(row, at, value.IsDBNull ? null : await ReadRawAsync(value, ct), layout);
+            var kind = insert.Byte();
+            if (kind is InsertMessage.Null or InsertMessage.UnchangedToast)
+            {
+                if (Reads(layout, at))
+                {
+                    if (kind == InsertMessage.Null)
+                        DecodeNull(row, at, layout);
+                    else
+                        row.ReadError ??= $"column {layout.ColumnNames[at]} arrived as an unchanged TOASTed value, without its value";
+                }
+                continue;
+            }
+            // Text or binary: a counted value (binary for every type with a binary form; the connector asks for binary).
+            var value = insert.Take(insert.Int32());
+            if (Reads(layout, at))
+                Decode(row, at, value, layout);
         }
         return row;
     }
@@ -42,15 +54,25 @@ static class OutboxRowReader
     /// <summary>Decodes the value of the column at this ordinal (null: SQL NULL) into the row; never throws.</summary>
     public static void Decode(OutboxRow row, int ordinal, byte[]? raw, OutboxRelationLayout layout)
     {
+        if (raw is null)
+            DecodeNull(row, ordinal, layout);
+        else
+            Decode(row, ordinal, raw.AsSpan(), layout);
+    }
+
+    /// <summary>A SQL NULL in the column at this ordinal: placed columns get a value-less placement.</summary>
+    static void DecodeNull(OutboxRow row, int ordinal, OutboxRelationLayout layout)
+    {
+        if (layout.PlacedAt[ordinal] is { } placed)
+            foreach (var slot in placed)
+                row.Placed![slot] = new PlacedValue(null);
+    }
+
+    /// <summary>Decodes the (non-NULL) value of the column at this ordinal into the row, copying what it keeps; never throws.</summary>
+    static void Decode(OutboxRow row, int ordinal, ReadOnlySpan<byte> raw, OutboxRelationLayout layout)
+    {
         var column = layout.Columns[ordinal];
         var placed = layout.PlacedAt[ordinal];
-        if (raw is null)
-        {
-            if (placed is not null)
-                foreach (var slot in placed)
-                    row.Placed![slot] = new PlacedValue(null);
-            return;
-        }
         if (column != OutboxColumn.Other)
             Decode(row, column, raw, layout);
         if (placed is not null)
@@ -58,7 +80,7 @@ static class OutboxRowReader
     }
 
     /// <summary>Decodes a placed column's binary value into the row's placed values, or records why it cannot be.</summary>
-    public static void DecodePlaced(OutboxRow row, int[] slots, uint typeOid, byte[] raw, string columnName)
+    public static void DecodePlaced(OutboxRow row, int[] slots, uint typeOid, ReadOnlySpan<byte> raw, string columnName)
     {
         try
         {
@@ -73,7 +95,7 @@ static class OutboxRowReader
     }
 
     /// <summary>Decodes one column's binary value into the row, or records why it cannot be.</summary>
-    public static void Decode(OutboxRow row, OutboxColumn column, byte[] raw, OutboxRelationLayout layout)
+    public static void Decode(OutboxRow row, OutboxColumn column, ReadOnlySpan<byte> raw, OutboxRelationLayout layout)
     {
         try
         {
@@ -92,10 +114,10 @@ static class OutboxRowReader
                     row.EventType = Text(raw);
                     break;
                 case OutboxColumn.Payload:
-                    row.Payload = layout.PayloadIsJsonb ? JsonbText(raw) : raw;
+                    row.Payload = layout.PayloadIsJsonb ? JsonbText(raw) : raw.ToArray();
                     break;
                 case OutboxColumn.Headers:
-                    row.Headers = layout.HeadersIsJsonb ? JsonbText(raw) : raw;
+                    row.Headers = layout.HeadersIsJsonb ? JsonbText(raw) : raw.ToArray();
                     break;
                 case OutboxColumn.CreatedAt:
                     row.CreatedAt = TimestampTz(Exactly(raw, 8));
@@ -108,33 +130,27 @@ static class OutboxRowReader
         }
     }
 
-    static async ValueTask<byte[]> ReadRawAsync(ReplicationValue value, CancellationToken ct)
-    {
-        var bytes = GC.AllocateUninitializedArray<byte>(value.Length);
-        await using var stream = value.GetStream();
-        await stream.ReadExactlyAsync(bytes, ct);
-        return bytes;
-    }
+    /// <summary>UTF-8 that refuses invalid bytes (a text value that is not UTF-8 is a read error, not replacement characters).</summary>
+    internal static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
-    static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+    static string Text(ReadOnlySpan<byte> raw) => StrictUtf8.GetString(raw);
 
-    static string Text(byte[] raw) => StrictUtf8.GetString(raw);
-
-    static byte[] Exactly(byte[] raw, int length) =>
+    /// <summary>The value, when it has exactly the length of its type's binary form.</summary>
+    internal static ReadOnlySpan<byte> Exactly(ReadOnlySpan<byte> raw, int length) =>
         raw.Length == length ? raw : throw new InvalidDataException($"expected {length} bytes, got {raw.Length}");
 
-    /// <summary>jsonb's binary form: a version byte (1) and the JSON text in UTF-8.</summary>
-    internal static byte[] JsonbText(byte[] raw)
+    /// <summary>jsonb's binary form: a version byte (1) and the JSON text in UTF-8. Returns a copy of the text.</summary>
+    internal static byte[] JsonbText(ReadOnlySpan<byte> raw)
     {
         if (raw.Length == 0 || raw[0] != 1)
             throw new InvalidDataException($"unsupported jsonb binary format version {(raw.Length == 0 ? "(none)" : raw[0])}");
-        return raw[1..];
+        return raw[1..].ToArray();
     }
 
     static readonly DateTime PostgresEpoch = new(2000, 1, 1, 0, 0, 0, DateTimeKind.Utc);
 
     /// <summary>timestamptz's binary form: microseconds since 2000-01-01 UTC; infinity is long.MaxValue/MinValue.</summary>
-    internal static DateTime TimestampTz(byte[] raw, string what = "created_at")
+    internal static DateTime TimestampTz(ReadOnlySpan<byte> raw, string what = "created_at")
     {
         var micros = BinaryPrimitives.ReadInt64BigEndian(raw);
         if (micros is long.MaxValue or long.MinValue)

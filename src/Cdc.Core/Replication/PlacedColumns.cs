@@ -51,23 +51,18 @@ static class PlacedColumns
         }
     }
 
-    static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
-
     /// <summary>A binary value of a placed column. Throws <see cref="InvalidDataException"/> (or a decoder's exception) when it cannot be read.</summary>
-    public static PlacedValue Decode(uint typeOid, byte[] raw) => typeOid switch
+    public static PlacedValue Decode(uint typeOid, ReadOnlySpan<byte> raw) => typeOid switch
     {
-        OutboxRelationLayout.UuidOid => new PlacedValue(new Guid(Exactly(raw, 16), bigEndian: true).ToString("D")),
-        Int2Oid => Integer(BinaryPrimitives.ReadInt16BigEndian(Exactly(raw, 2))),
-        Int4Oid => Integer(BinaryPrimitives.ReadInt32BigEndian(Exactly(raw, 4))),
-        Int8Oid => Integer(BinaryPrimitives.ReadInt64BigEndian(Exactly(raw, 8))),
-        16 => new PlacedValue(Exactly(raw, 1)[0] != 0 ? "true" : "false"),
-        OutboxRelationLayout.TimestampTzOid => new PlacedValue(PlacedValues.Timestamp(OutboxRowReader.TimestampTz(Exactly(raw, 8), "the timestamp"))),
-        OutboxRelationLayout.JsonbOid => new PlacedValue(StrictUtf8.GetString(OutboxRowReader.JsonbText(raw))),
-        _ => new PlacedValue(StrictUtf8.GetString(raw)), // text types and json: UTF-8 text
+        OutboxRelationLayout.UuidOid => new PlacedValue(new Guid(OutboxRowReader.Exactly(raw, 16), bigEndian: true).ToString("D")),
+        Int2Oid => Integer(BinaryPrimitives.ReadInt16BigEndian(OutboxRowReader.Exactly(raw, 2))),
+        Int4Oid => Integer(BinaryPrimitives.ReadInt32BigEndian(OutboxRowReader.Exactly(raw, 4))),
+        Int8Oid => Integer(BinaryPrimitives.ReadInt64BigEndian(OutboxRowReader.Exactly(raw, 8))),
+        16 => new PlacedValue(OutboxRowReader.Exactly(raw, 1)[0] != 0 ? "true" : "false"),
+        OutboxRelationLayout.TimestampTzOid => new PlacedValue(PlacedValues.Timestamp(OutboxRowReader.TimestampTz(OutboxRowReader.Exactly(raw, 8), "the timestamp"))),
+        OutboxRelationLayout.JsonbOid => new PlacedValue(OutboxRowReader.StrictUtf8.GetString(OutboxRowReader.JsonbText(raw))),
+        _ => new PlacedValue(OutboxRowReader.StrictUtf8.GetString(raw)), // text types and json: UTF-8 text
     };
 
     static PlacedValue Integer(long value) => new(value.ToString(CultureInfo.InvariantCulture), value);
-
-    static byte[] Exactly(byte[] raw, int length) =>
-        raw.Length == length ? raw : throw new InvalidDataException($"expected {length} bytes, got {raw.Length}");
 }
