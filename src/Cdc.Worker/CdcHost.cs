@@ -20,7 +20,9 @@ static class CdcHost
     /// <summary>Builds the host; throws <see cref="CdcConfigurationException"/> when the configuration cannot work.</summary>
     public static WebApplication Build(string[] args, IDictionary<string, string?>? overrides = null)
     {
-        var builder = WebApplication.CreateBuilder(args);
+        // The slim builder: what the worker uses (configuration, logging, Kestrel over HTTP) without the full one's HTTPS,
+        // IIS integration, static web assets and hosting startup assemblies, which cost start time and idle memory.
+        var builder = WebApplication.CreateSlimBuilder(args);
         if (overrides is not null)
             builder.Configuration.AddInMemoryCollection(overrides);
         if (string.IsNullOrEmpty(builder.Configuration["urls"]))

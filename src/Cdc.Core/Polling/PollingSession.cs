@@ -54,7 +54,7 @@ sealed class PollingSession : IRelaySession
         KafkaRecordProducer? producer = null;
         _publisher = new EventPublisher(
             reports => producer = new KafkaRecordProducer(options.Kafka, logger, reports, depth => status.ProducerQueueDepth = depth),
-            _ => new KafkaTopicAdmin(producer!.Handle, options.Kafka.Topics),
+            _ => new KafkaTopicAdmin(producer!.Admin, options.Kafka.Topics),
             _mapper, _tracker, metrics, status, logger, memory.KnownTopics, schemas, memory.Refusals);
         _producer = producer!;
         _select = new NpgsqlCommand(

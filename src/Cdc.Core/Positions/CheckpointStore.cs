@@ -25,7 +25,7 @@ public interface ICheckpointStore
 /// per key winning; written by the session's own producer, so that with Kafka transactions the checkpoint can go in the
 /// same transaction as the events.
 /// </summary>
-public sealed class KafkaCheckpointStore(KafkaOptions options, Func<string, byte[], byte[], Task> produce, Handle producer) : ICheckpointStore
+public sealed class KafkaCheckpointStore(KafkaOptions options, Func<string, byte[], byte[], Task> produce, Func<IAdminClient> admin) : ICheckpointStore
 {
     static readonly TimeSpan Timeout = TimeSpan.FromSeconds(30);
     bool _topicEnsured;
@@ -119,10 +119,9 @@ public sealed class KafkaCheckpointStore(KafkaOptions options, Func<string, byte
     /// <summary>Creates the topic compacted with one partition; where the cluster does not allow it, producing creates it.</summary>
     async Task EnsureTopicAsync(CancellationToken ct)
     {
-        using var admin = new DependentAdminClientBuilder(producer).Build();
         try
         {
-            await admin.CreateTopicsAsync(
+            await admin().CreateTopicsAsync(
                 [
                     new TopicSpecification
                     {

@@ -9,13 +9,6 @@ namespace Cdc.Publishing;
 /// </summary>
 public static class KafkaProbe
 {
-    /// <summary>Through an existing client's connections (the producer's).</summary>
-    public static bool Answers(Handle client, TimeSpan timeout)
-    {
-        using var admin = new DependentAdminClientBuilder(client).Build();
-        return Answers(admin, timeout);
-    }
-
     /// <summary>A client of its own with the producer's connection and security settings, for a replica with no producer.</summary>
     public static IAdminClient Client(KafkaOptions options)
     {

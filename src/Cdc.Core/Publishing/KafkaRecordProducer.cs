@@ -14,6 +14,7 @@ namespace Cdc.Publishing;
 public sealed class KafkaRecordProducer : IRecordProducer
 {
     readonly IProducer<byte[], byte[]> _producer;
+    readonly Lazy<IAdminClient> _admin;
     readonly IDeliveryReports _reports;
     readonly ILogger _logger;
     bool _purgeUnavailableLogged;
@@ -36,10 +37,14 @@ public sealed class KafkaRecordProducer : IRecordProducer
             .SetStatisticsHandler((_, json) => onQueueDepth?.Invoke(QueueDepth(json)))
             .SetLogHandler((_, message) => Log(logger, message))
             .Build();
+        _admin = new(() => new DependentAdminClientBuilder(_producer.Handle).Build());
     }
 
-    /// <summary>The native handle, for an admin client that shares the producer's connections.</summary>
-    public Handle Handle => _producer.Handle;
+    /// <summary>
+    /// An admin client on the producer's connections, one for the producer's life: disposing one waits for its polling
+    /// loop (up to 100 ms), which made every metadata question (the start's among them) take that long.
+    /// </summary>
+    public IAdminClient Admin => _admin.Value;
 
     /// <summary>The connector's producer settings, then the user's <c>Cdc:Kafka:Producer:*</c> overrides as is.</summary>
     public static ProducerConfig ProducerConfig(KafkaOptions options)
@@ -57,6 +62,10 @@ public sealed class KafkaRecordProducer : IRecordProducer
             StatisticsIntervalMs = 5000,
             // The delivery handler needs only the error; copying key, value and headers back per report costs CPU.
             DeliveryReportFields = "status",
+            // librdkafka connects to one broker at a time, at most every reconnect.backoff.ms / 2 (100 ms by default): the
+            // brokers the bootstrap metadata names were reached 50 ms apart, which was a fifth of the start. A broker that
+            // stays down is still retried with the backoff doubling up to reconnect.backoff.max.ms (10 s).
+            ReconnectBackoffMs = 20,
         };
         // A batch Kafka refuses for good (too large, invalid) makes the producer fatal instead of letting librdkafka bump
         // the epoch and send the batches behind it at once: those would reach Kafka before the refused records are sent
@@ -113,13 +122,15 @@ public sealed class KafkaRecordProducer : IRecordProducer
     public int Flush(TimeSpan timeout) => _producer.Flush(timeout);
 
     /// <summary>Asks the cluster for its brokers; throws when none answers within the timeout.</summary>
-    public int CountBrokers(TimeSpan timeout)
-    {
-        using var admin = new DependentAdminClientBuilder(_producer.Handle).Build();
-        return admin.GetMetadata(timeout).Brokers.Count;
-    }
+    public int CountBrokers(TimeSpan timeout) => Admin.GetMetadata(timeout).Brokers.Count;
 
-    public void Dispose() => _producer.Dispose();
+    public void Dispose()
+    {
+        // The dependent admin client first: it polls through the producer's handle.
+        if (_admin.IsValueCreated)
+            _admin.Value.Dispose();
+        _producer.Dispose();
+    }
 
     /// <summary>msg_cnt of librdkafka's statistics: messages in the producer's queues.</summary>
     static long QueueDepth(string statistics)

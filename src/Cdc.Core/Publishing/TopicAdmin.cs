@@ -26,11 +26,11 @@ public interface ITopicAdmin
 }
 
 /// <summary>
-/// <see cref="ITopicAdmin"/> over an admin client that shares the producer's connections. Asking for a topic's metadata
+/// <see cref="ITopicAdmin"/> over the producer's admin client (<see cref="KafkaRecordProducer.Admin"/>). Asking for a topic's metadata
 /// lets a cluster that auto-creates topics create it, as producing to it would; where it does not, the topic is created
 /// with <c>Cdc:Kafka:Topics:*</c> (cluster defaults for what is unset), as Kafka Connect's topic creation does.
 /// </summary>
-public sealed class KafkaTopicAdmin(Handle producer, TopicOptions options) : ITopicAdmin
+public sealed class KafkaTopicAdmin(IAdminClient admin, TopicOptions options) : ITopicAdmin
 {
     static readonly TimeSpan Timeout = TimeSpan.FromSeconds(10);
 
@@ -38,7 +38,6 @@ public sealed class KafkaTopicAdmin(Handle producer, TopicOptions options) : ITo
     {
         try
         {
-            using var admin = new DependentAdminClientBuilder(producer).Build();
             var metadata = admin.GetMetadata(topic, Timeout).Topics.FirstOrDefault(t => t.Topic == topic);
             return metadata?.Error.Code switch
             {
@@ -53,11 +52,10 @@ public sealed class KafkaTopicAdmin(Handle producer, TopicOptions options) : ITo
         }
     }, ct);
 
-    public Task<bool> AnswersAsync(CancellationToken ct) => Task.Run(() => KafkaProbe.Answers(producer, TimeSpan.FromSeconds(5)), ct);
+    public Task<bool> AnswersAsync(CancellationToken ct) => Task.Run(() => KafkaProbe.Answers(admin, TimeSpan.FromSeconds(5)), ct);
 
     public async Task<string?> CreateAsync(string topic, CancellationToken ct)
     {
-        using var admin = new DependentAdminClientBuilder(producer).Build();
         try
         {
             await admin.CreateTopicsAsync([Specification(topic, options)],

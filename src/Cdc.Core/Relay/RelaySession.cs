@@ -80,7 +80,7 @@ sealed class RelaySession : IRelaySession
         _publisher = new EventPublisher(
             reports => producer = new KafkaRecordProducer(options.Kafka, logger, reports, depth => status.ProducerQueueDepth = depth,
                 exactlyOnce ? TransactionalId(identity) : null),
-            _ => new KafkaTopicAdmin(producer!.Handle, options.Kafka.Topics),
+            _ => new KafkaTopicAdmin(producer!.Admin, options.Kafka.Topics),
             _mapper, _tracker, metrics, status, logger, memory.KnownTopics, schemas, memory.Refusals, transactional: exactlyOnce);
         _producer = producer!;
         // Checkpoints go through a producer of their own (made on first use): a checkpoint write Kafka refuses must not
@@ -94,7 +94,7 @@ sealed class RelaySession : IRelaySession
         });
         _checkpoints = new KafkaCheckpointStore(options.Kafka,
             async (topic, key, value) => await _plainProducer.Value.ProduceAsync(topic, new Message<byte[], byte[]> { Key = key, Value = value }),
-            _producer.Handle);
+            () => _producer.Admin);
         if (exactlyOnce)
         {
             var timeout = options.Kafka.Producer.TryGetValue("transaction.timeout.ms", out var ms) && int.TryParse(ms, out var t) ? t : 60_000;
