@@ -48,6 +48,9 @@ sealed class OutboxRelationLayout
     /// <summary>jsonb's binary form starts with a version byte before the JSON text.</summary>
     public bool PayloadIsJsonb { get; private set; }
     public bool HeadersIsJsonb { get; private set; }
+    /// <summary>The aggregate types and event types read last: the same few repeat row after row.</summary>
+    public RepeatedText AggregateTypes { get; } = new();
+    public RepeatedText EventTypes { get; } = new();
 
     public static OutboxRelationLayout For(RelationMessage relation, OutboxColumns names, IReadOnlyList<Placement>? placements = null) =>
         For([.. relation.Columns.Select(c => (c.Name, c.TypeId))], names, $"{relation.Namespace}.{relation.RelationName}", placements);
@@ -143,5 +146,26 @@ sealed class OutboxRelationLayout
                 (wrongType.Count > 0 ? $"column {string.Join(", ", wrongType)} is of a type the connector does not read there" : "") +
                 ". Stopping without confirming past it: restore the column (or set Cdc:Postgres:Columns:* to match) and start again.");
         return layout;
+    }
+}
+
+/// <summary>
+/// The text of a column whose values repeat (aggregate and event types): the string read last is given again for the
+/// same bytes instead of a new one per row. Safe to share between readers: a race only costs a new string.
+/// </summary>
+sealed class RepeatedText
+{
+    sealed record Entry(byte[] Bytes, string Text);
+
+    Entry? _last;
+
+    public string Text(ReadOnlySpan<byte> raw)
+    {
+        if (_last is { } last && raw.SequenceEqual(last.Bytes))
+            return last.Text;
+        var text = OutboxRowReader.Text(raw); // throws on bytes that are not UTF-8, before anything is kept
+        if (raw.Length <= 256)
+            _last = new Entry(raw.ToArray(), text);
+        return text;
     }
 }

@@ -105,13 +105,13 @@ static class OutboxRowReader
                     row.Id = layout.IdIsUuid ? new Guid(Exactly(raw, 16), bigEndian: true).ToString("D") : Text(raw);
                     break;
                 case OutboxColumn.AggregateType:
-                    row.AggregateType = Text(raw);
+                    row.AggregateType = layout.AggregateTypes.Text(raw);
                     break;
                 case OutboxColumn.AggregateId:
                     row.AggregateId = Text(raw);
                     break;
                 case OutboxColumn.EventType:
-                    row.EventType = Text(raw);
+                    row.EventType = layout.EventTypes.Text(raw);
                     break;
                 case OutboxColumn.Payload:
                     row.Payload = layout.PayloadIsJsonb ? JsonbText(raw) : raw.ToArray();
@@ -133,7 +133,7 @@ static class OutboxRowReader
     /// <summary>UTF-8 that refuses invalid bytes (a text value that is not UTF-8 is a read error, not replacement characters).</summary>
     internal static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
-    static string Text(ReadOnlySpan<byte> raw) => StrictUtf8.GetString(raw);
+    internal static string Text(ReadOnlySpan<byte> raw) => StrictUtf8.GetString(raw);
 
     /// <summary>The value, when it has exactly the length of its type's binary form.</summary>
     internal static ReadOnlySpan<byte> Exactly(ReadOnlySpan<byte> raw, int length) =>

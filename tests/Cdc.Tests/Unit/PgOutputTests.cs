@@ -156,6 +156,26 @@ public class PgOutputTests
         Assert.Equal(0x16B3778ul, CommitMessage.ReadEndLsn(ref reader));
     }
 
+    [Fact]
+    public void Repeated_aggregate_and_event_types_are_read_once_and_other_values_are_never_mistaken_for_them()
+    {
+        var layout = Layout();
+        OutboxRow Row(string aggregateType, byte[] eventType) => Read(Insert(8)
+            .Value(Guid.NewGuid().ToByteArray(bigEndian: true)).Text(aggregateType).Text("o-1").Value(eventType)
+            .Value(Jsonb("{}")).Value(Jsonb("{}")).Value(BigEndianBytes(0)).Text("x").ToArray(), layout);
+
+        var first = Row("order", "OrderPlaced"u8.ToArray());
+        var second = Row("order", "OrderPlaced"u8.ToArray());
+        Assert.Same(first.AggregateType, second.AggregateType);
+        Assert.Same(first.EventType, second.EventType);
+
+        var other = Row("orders", "OrderPlace"u8.ToArray());
+        Assert.Equal(("orders", "OrderPlace"), (other.AggregateType, other.EventType));
+        var notUtf8 = Row("order", [0x4F, 0xFF]);
+        Assert.StartsWith("column EventType could not be read", notUtf8.ReadError);
+        Assert.Equal("OrderPlaced", Row("order", "OrderPlaced"u8.ToArray()).EventType);
+    }
+
     static byte[] BigEndianBytes(long value)
     {
         var bytes = new byte[8];
