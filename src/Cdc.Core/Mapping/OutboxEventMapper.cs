@@ -39,6 +39,50 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
 
     MappingResult MapRow(OutboxRow row, TransactionInfo transaction)
     {
+        var headers = new List<KeyValuePair<string, string>>();
+        if (row.ReadError is { } readError)
+        {
+            var unread = EventOf(row, transaction, headers, "");
+            if (unread.Id.Length == 0)
+                unread.Id = $"lsn:{transaction.CommitLsn:X}";
+            return DeadLetterOf(unread, readError, "unreadable");
+        }
+
+        var headersError = ReadHeaders(row.Headers, headers);
+        var contentType = ContentType(row.PayloadKind, headers);
+        if (headersError is not null)
+            return DeadLetterOf(EventOf(row, transaction, headers, contentType), headersError, "headers");
+        if (row.PayloadKind == PayloadKind.Bytes && ContentTypes.IsJson(contentType) && !IsUtf8(row.Payload))
+            return DeadLetterOf(EventOf(row, transaction, headers, contentType),
+                $"payload is bytea with content-type {contentType} but is not valid UTF-8", "payload");
+        if (_format.Value == ValueFormat.OutboxEvent)
+        {
+            // The value written straight from the row: the same bytes as EventOf(...).ToByteArray(), without the objects.
+            var value = OutboxEventWriter.Write(new OutboxEventWriter.Fields
+            {
+                Id = row.Id,
+                AggregateType = row.AggregateType ?? "",
+                AggregateId = row.AggregateId ?? "",
+                EventType = row.EventType ?? "",
+                Payload = row.Payload,
+                PayloadContentType = contentType,
+                CreatedAt = row.CreatedAt,
+                Headers = headers,
+                Source = transaction,
+            });
+            return Route(new RouteInput(row.Id, row.EventType ?? "", row.AggregateId ?? "", headers, row.AggregateType, row.Placed),
+                       value, null, out var unroutable)
+                   ?? DeadLetterOf(EventOf(row, transaction, headers, contentType), unroutable, "unroutable");
+        }
+        var evt = EventOf(row, transaction, headers, contentType);
+        return Route(new RouteInput(evt.Id, evt.EventType, evt.AggregateId, headers, row.AggregateType, row.Placed),
+                   row.Payload ?? [], evt, out var error)
+               ?? DeadLetterOf(evt, error, "unroutable");
+    }
+
+    /// <summary>The row's event as a message (dead letters, <c>ValueFormat=Payload</c>); its headers in the order read.</summary>
+    static OutboxEvent EventOf(OutboxRow row, TransactionInfo transaction, List<KeyValuePair<string, string>> headers, string contentType)
+    {
         var evt = new OutboxEvent
         {
             Id = row.Id,
@@ -46,23 +90,13 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
             AggregateId = row.AggregateId ?? "",
             EventType = row.EventType ?? "",
             Payload = row.Payload is null ? ByteString.Empty : UnsafeByteOperations.UnsafeWrap(row.Payload),
+            PayloadContentType = contentType,
             CreatedAt = row.CreatedAt is { } created ? Timestamp.FromDateTime(DateTime.SpecifyKind(created, DateTimeKind.Utc)) : null,
             Source = SourceOf(transaction),
         };
-        if (row.ReadError is { } readError)
-        {
-            if (evt.Id.Length == 0)
-                evt.Id = $"lsn:{transaction.CommitLsn:X}";
-            return DeadLetterOf(evt, readError, "unreadable");
-        }
-
-        var headersError = ReadHeaders(row.Headers, evt.Headers);
-        evt.PayloadContentType = ContentType(row.PayloadKind, evt.Headers);
-        if (headersError is not null)
-            return DeadLetterOf(evt, headersError, "headers");
-        if (row.PayloadKind == PayloadKind.Bytes && ContentTypes.IsJson(evt.PayloadContentType) && !IsUtf8(row.Payload))
-            return DeadLetterOf(evt, $"payload is bytea with content-type {evt.PayloadContentType} but is not valid UTF-8", "payload");
-        return Route(evt, row.AggregateType, row.Placed, row.Payload);
+        foreach (var (name, value) in headers)
+            evt.Headers.Add(name, value);
+        return evt;
     }
 
     /// <summary>
@@ -89,56 +123,68 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
             return DeadLetterOf(evt, "id is empty", "payload");
         if (ContentTypes.IsJson(evt.PayloadContentType) && !IsUtf8(evt.Payload.Span))
             return DeadLetterOf(evt, $"payload has content-type {evt.PayloadContentType} but is not valid UTF-8", "payload");
-        return Route(evt, evt.AggregateType.Length == 0 ? null : evt.AggregateType,
-            _format.Placements.Count == 0 ? null : _format.PlacedOf(evt),
-            _format.Value == ValueFormat.Payload ? evt.Payload.ToByteArray() : null);
+        var asEvent = _format.Value == ValueFormat.OutboxEvent;
+        return Route(new RouteInput(evt.Id, evt.EventType, evt.AggregateId, [.. evt.Headers],
+                       evt.AggregateType.Length == 0 ? null : evt.AggregateType, _format.Placements.Count == 0 ? null : _format.PlacedOf(evt)),
+                   asEvent ? evt.ToByteArray() : evt.Payload.ToByteArray(), asEvent ? null : evt, out var unroutable)
+               ?? DeadLetterOf(evt, unroutable, "unroutable");
     }
 
-    /// <param name="placed">The placed columns' values (null: none placed); an absent entry places nothing.</param>
-    /// <param name="payload">The value in Payload format (jsonb: the JSON text; bytea: the bytes).</param>
-    MappingResult Route(OutboxEvent evt, string? aggregateType, PlacedValue?[]? placed, byte[]? payload)
+    /// <summary>What routing needs of an event: its id, event type and aggregate id, headers (in the map's order, names
+    /// distinct), aggregate type (null: NULL) and placed columns' values (null: none placed; an absent entry places nothing).</summary>
+    readonly record struct RouteInput(string Id, string EventType, string AggregateId, List<KeyValuePair<string, string>> Headers,
+        string? AggregateType, PlacedValue?[]? Placed);
+
+    /// <summary>The event's record; null when it cannot be routed (then <paramref name="unroutable"/> says why: dead-letter it).</summary>
+    /// <param name="value">The record's value: the serialized event, or (<c>ValueFormat=Payload</c>) the payload.</param>
+    /// <param name="payloadEvent">With <c>ValueFormat=Payload</c>: the event, which the record keeps for its dead letters.</param>
+    MappingResult? Route(in RouteInput e, byte[] value, OutboxEvent? payloadEvent, out string unroutable)
     {
-        var topic = router.Route(aggregateType, out var routeError);
+        unroutable = "";
+        var topic = router.Route(e.AggregateType, out var routeError);
         if (topic is null)
-            return DeadLetterOf(evt, routeError!, "unroutable");
+        {
+            unroutable = routeError!;
+            return null;
+        }
 
         var asEvent = _format.Value == ValueFormat.OutboxEvent;
-        var headers = new Headers { { HeaderNames.Id, Encoding.UTF8.GetBytes(evt.Id) } };
+        var headers = new Headers { { HeaderNames.Id, Encoding.UTF8.GetBytes(e.Id) } };
         if (asEvent)
-            headers.Add(HeaderNames.EventType, Encoding.UTF8.GetBytes(evt.EventType));
+            headers.Add(HeaderNames.EventType, Encoding.UTF8.GetBytes(e.EventType));
 
         int? partition = null;
         var placements = _format.Placements;
-        for (var i = 0; i < placements.Count && placed is not null; i++)
+        for (var i = 0; i < placements.Count && e.Placed is not null; i++)
         {
-            if (placed[i] is not { } value)
+            if (e.Placed[i] is not { } placedValue)
                 continue;
             var placement = placements[i];
             if (placement.Target == PlacementTarget.Header)
             {
                 // A NULL column is a header without a value, as Debezium's router places it.
-                headers.Add(placement.HeaderName, value.Text is null ? null : Encoding.UTF8.GetBytes(value.Text));
+                headers.Add(placement.HeaderName, placedValue.Text is null ? null : Encoding.UTF8.GetBytes(placedValue.Text));
                 continue;
             }
-            if (value.Integer is not ({ } number and >= 0 and <= int.MaxValue))
-                return DeadLetterOf(evt, $"partition column {placement.Column} is {value.Text ?? "NULL"}, not a partition number " +
-                                         $"({AdditionalPlacement.Key})", "unroutable");
+            if (placedValue.Integer is not ({ } number and >= 0 and <= int.MaxValue))
+            {
+                unroutable = $"partition column {placement.Column} is {placedValue.Text ?? "NULL"}, not a partition number ({AdditionalPlacement.Key})";
+                return null;
+            }
             partition = (int)number;
         }
 
-        foreach (var (name, value) in evt.Headers)
+        foreach (var (name, headerValue) in e.Headers)
         {
             // The connector's own headers (id, event_type, the placed ones) are what consumers deduplicate and route on:
             // a row header of the same name stays in the event's headers map but does not shadow them on the record.
             if (name == HeaderNames.Id || (asEvent && name == HeaderNames.EventType) || IsPlacedHeader(name))
                 continue;
-            headers.Add(name, Encoding.UTF8.GetBytes(value));
+            headers.Add(name, Encoding.UTF8.GetBytes(headerValue));
         }
 
-        var key = Encoding.UTF8.GetBytes(evt.AggregateId);
-        var record = asEvent
-            ? new OutboxRecord(topic, key, headers, evt.ToByteArray()) { EventId = evt.Id, Partition = partition }
-            : new OutboxRecord(topic, key, headers, payload ?? []) { EventId = evt.Id, Partition = partition, Event = evt };
+        var key = Encoding.UTF8.GetBytes(e.AggregateId);
+        var record = new OutboxRecord(topic, key, headers, value) { EventId = e.Id, Partition = partition, Event = payloadEvent };
         return new MappingResult(record, null);
     }
 
@@ -194,8 +240,11 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
         return new MappingResult(null, record, reason);
     }
 
-    /// <summary>Reads the row's headers object into <paramref name="into"/>; non-string values travel as their JSON text.</summary>
-    static string? ReadHeaders(byte[]? json, IDictionary<string, string> into)
+    /// <summary>
+    /// Reads the row's headers object into <paramref name="into"/>, in order; a name given twice keeps its first place and
+    /// its last value (as the event's headers map takes them). Non-string values travel as their JSON text.
+    /// </summary>
+    static string? ReadHeaders(byte[]? json, List<KeyValuePair<string, string>> into)
     {
         if (json is null)
             return null;
@@ -220,12 +269,12 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
                 reader.Read();
                 if (reader.TokenType == JsonTokenType.String)
                 {
-                    into[name] = reader.GetString()!;
+                    Set(into, name, reader.GetString()!);
                     continue;
                 }
                 var start = (int)reader.TokenStartIndex;
                 reader.Skip(); // to the end of an object or array value; a no-op for numbers and literals
-                into[name] = Encoding.UTF8.GetString(json, start, (int)reader.BytesConsumed - start);
+                Set(into, name, Encoding.UTF8.GetString(json, start, (int)reader.BytesConsumed - start));
             }
             return null;
         }
@@ -233,6 +282,19 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
         {
             return $"headers is not valid JSON ({e.Message})";
         }
+    }
+
+    static void Set(List<KeyValuePair<string, string>> headers, string name, string value)
+    {
+        for (var i = 0; i < headers.Count; i++)
+        {
+            if (headers[i].Key == name)
+            {
+                headers[i] = new(name, value);
+                return;
+            }
+        }
+        headers.Add(new(name, value));
     }
 
     static string Kind(JsonTokenType token) => token switch
@@ -245,7 +307,7 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
         _ => token.ToString().ToLowerInvariant(),
     };
 
-    static string ContentType(PayloadKind kind, IDictionary<string, string> headers)
+    static string ContentType(PayloadKind kind, List<KeyValuePair<string, string>> headers)
     {
         if (kind == PayloadKind.Json)
             return ContentTypes.Json;

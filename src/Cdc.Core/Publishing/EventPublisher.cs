@@ -117,7 +117,8 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
             pending.Activity = OutboxTracing.StartSend(record);
         }
         _tracker.Add(transaction, pending.Bytes);
-        if (!_transactional && _refusals is { IsEmpty: false } && _refusals.TryGetValue(pending.Event.EventId, out var refusal))
+        // TryGetValue, not IsEmpty first: IsEmpty takes every lock of the dictionary when it is empty (the usual case).
+        if (!_transactional && _refusals is not null && _refusals.TryGetValue(pending.Event.EventId, out var refusal))
         {
             // Refused in an earlier session: sent as what it became, and alone (through a rewind: nothing else in the
             // producer) when it was refused with its batch.
@@ -237,7 +238,7 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
 
     void Acknowledged(PendingEvent pending)
     {
-        if (_refusals is { IsEmpty: false })
+        if (_refusals is not null && _refusals.ContainsKey(pending.Event.EventId))
             _refusals.TryRemove(pending.Event.EventId, out _);
         _tracker.Acknowledge(pending.Transaction, pending.Bytes);
         OutboxTracing.Stop(pending.Activity, pending.DeadLetter is null ? null : pending.DeadLetterError);
@@ -382,7 +383,7 @@ public sealed class EventPublisher : IDeliveryReports, IDisposable
     /// </summary>
     public MappingResult AsRefused(MappingResult mapped)
     {
-        if (_refusals is not { IsEmpty: false })
+        if (_refusals is null)
             return mapped;
         var record = mapped.Record ?? mapped.DeadLetter!;
         if (!_refusals.TryGetValue(record.EventId, out var refusal) || refusal.Form is not { } form)
