@@ -55,29 +55,13 @@ public sealed class OutboxEventMapper(TopicRouter router, string deadLetterTopic
         if (row.PayloadKind == PayloadKind.Bytes && ContentTypes.IsJson(contentType) && !IsUtf8(row.Payload))
             return DeadLetterOf(EventOf(row, transaction, headers, contentType),
                 $"payload is bytea with content-type {contentType} but is not valid UTF-8", "payload");
-        if (_format.Value == ValueFormat.OutboxEvent)
-        {
-            // The value written straight from the row: the same bytes as EventOf(...).ToByteArray(), without the objects.
-            var value = OutboxEventWriter.Write(new OutboxEventWriter.Fields
-            {
-                Id = row.Id,
-                AggregateType = row.AggregateType ?? "",
-                AggregateId = row.AggregateId ?? "",
-                EventType = row.EventType ?? "",
-                Payload = row.Payload,
-                PayloadContentType = contentType,
-                CreatedAt = row.CreatedAt,
-                Headers = headers,
-                Source = transaction,
-            });
-            return Route(new RouteInput(row.Id, row.EventType ?? "", row.AggregateId ?? "", headers, row.AggregateType, row.Placed),
-                       value, null, out var unroutable)
-                   ?? DeadLetterOf(EventOf(row, transaction, headers, contentType), unroutable, "unroutable");
-        }
-        var evt = EventOf(row, transaction, headers, contentType);
-        return Route(new RouteInput(evt.Id, evt.EventType, evt.AggregateId, headers, row.AggregateType, row.Placed),
-                   row.Payload ?? [], evt, out var error)
-               ?? DeadLetterOf(evt, error, "unroutable");
+        // The event's own format is written straight from the row (the same bytes as EventOf(...).ToByteArray(), without
+        // the objects); with ValueFormat=Payload the record keeps the event for its dead letters.
+        var evt = _format.Value == ValueFormat.OutboxEvent ? null : EventOf(row, transaction, headers, contentType);
+        var value = evt is null ? OutboxEventWriter.Write(row, contentType, headers, transaction) : row.Payload ?? [];
+        return Route(new RouteInput(row.Id, row.EventType ?? "", row.AggregateId ?? "", headers, row.AggregateType, row.Placed),
+                   value, evt, out var unroutable)
+               ?? DeadLetterOf(evt ?? EventOf(row, transaction, headers, contentType), unroutable, "unroutable");
     }
 
     /// <summary>The row's event as a message (dead letters, <c>ValueFormat=Payload</c>); its headers in the order read.</summary>

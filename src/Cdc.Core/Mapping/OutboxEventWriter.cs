@@ -11,21 +11,6 @@ namespace Cdc.Mapping;
 /// </summary>
 static class OutboxEventWriter
 {
-    /// <summary>An event's fields as the mapper has them; strings empty rather than null, as the message has them.</summary>
-    public readonly ref struct Fields
-    {
-        public required string Id { get; init; }
-        public required string AggregateType { get; init; }
-        public required string AggregateId { get; init; }
-        public required string EventType { get; init; }
-        public required byte[]? Payload { get; init; }
-        public required string PayloadContentType { get; init; }
-        public required DateTime? CreatedAt { get; init; }
-        /// <summary>In the map's order, names distinct.</summary>
-        public required List<KeyValuePair<string, string>> Headers { get; init; }
-        public required TransactionInfo Source { get; init; }
-    }
-
     // Field tags: (field number << 3) | wire type 2 (length-delimited) or 0 (varint).
     const byte IdTag = 10, AggregateTypeTag = 18, AggregateIdTag = 26, EventTypeTag = 34, PayloadTag = 42, ContentTypeTag = 50,
         CreatedAtTag = 58, HeaderTag = 66, SourceTag = 74;
@@ -33,23 +18,26 @@ static class OutboxEventWriter
     const byte SecondsTag = 8, NanosTag = 16; // google.protobuf.Timestamp
     const byte CommitLsnTag = 8, TransactionIdTag = 16, CommitTimeTag = 26, OriginTag = 32; // Source
 
-    public static byte[] Write(in Fields e)
+    /// <summary>The row's event, as the mapper's <c>EventOf</c> makes it: missing strings empty.</summary>
+    /// <param name="headers">The headers in the map's order, names distinct.</param>
+    public static byte[] Write(OutboxRow row, string contentType, List<KeyValuePair<string, string>> headers, TransactionInfo source)
     {
-        var created = e.CreatedAt is { } c ? TimestampOf(c) : default;
-        var commit = TimestampOf(e.Source.CommitTime);
-        var createdSize = e.CreatedAt is null ? 0 : TimestampSize(created);
+        var (aggregateType, aggregateId, eventType) = (row.AggregateType ?? "", row.AggregateId ?? "", row.EventType ?? "");
+        var created = row.CreatedAt is { } c ? TimestampOf(c) : default;
+        var commit = TimestampOf(source.CommitTime);
+        var createdSize = row.CreatedAt is null ? 0 : TimestampSize(created);
         var commitSize = TimestampSize(commit);
-        var sourceSize = (e.Source.CommitLsn != 0 ? 1 + CodedOutputStream.ComputeUInt64Size(e.Source.CommitLsn) : 0)
-                         + (e.Source.Xid != 0 ? 1 + CodedOutputStream.ComputeUInt32Size(e.Source.Xid) : 0)
+        var sourceSize = (source.CommitLsn != 0 ? 1 + CodedOutputStream.ComputeUInt64Size(source.CommitLsn) : 0)
+                         + (source.Xid != 0 ? 1 + CodedOutputStream.ComputeUInt32Size(source.Xid) : 0)
                          + 1 + CodedOutputStream.ComputeLengthSize(commitSize) + commitSize
-                         + (e.Source.Origin != 0 ? 1 + CodedOutputStream.ComputeEnumSize((int)e.Source.Origin) : 0);
+                         + (source.Origin != 0 ? 1 + CodedOutputStream.ComputeEnumSize((int)source.Origin) : 0);
 
-        var size = StringSize(e.Id) + StringSize(e.AggregateType) + StringSize(e.AggregateId) + StringSize(e.EventType)
-                   + (e.Payload is { Length: > 0 } payload ? 1 + CodedOutputStream.ComputeLengthSize(payload.Length) + payload.Length : 0)
-                   + StringSize(e.PayloadContentType)
-                   + (e.CreatedAt is null ? 0 : 1 + CodedOutputStream.ComputeLengthSize(createdSize) + createdSize)
+        var size = StringSize(row.Id) + StringSize(aggregateType) + StringSize(aggregateId) + StringSize(eventType)
+                   + (row.Payload is { Length: > 0 } payload ? 1 + CodedOutputStream.ComputeLengthSize(payload.Length) + payload.Length : 0)
+                   + StringSize(contentType)
+                   + (row.CreatedAt is null ? 0 : 1 + CodedOutputStream.ComputeLengthSize(createdSize) + createdSize)
                    + 1 + CodedOutputStream.ComputeLengthSize(sourceSize) + sourceSize;
-        foreach (var (name, value) in e.Headers)
+        foreach (var (name, value) in headers)
         {
             var entry = StringSize(name) + StringSize(value);
             size += 1 + CodedOutputStream.ComputeLengthSize(entry) + entry;
@@ -57,23 +45,23 @@ static class OutboxEventWriter
 
         var bytes = new byte[size];
         var output = new CodedOutputStream(bytes);
-        WriteString(output, IdTag, e.Id);
-        WriteString(output, AggregateTypeTag, e.AggregateType);
-        WriteString(output, AggregateIdTag, e.AggregateId);
-        WriteString(output, EventTypeTag, e.EventType);
-        if (e.Payload is { Length: > 0 })
+        WriteString(output, IdTag, row.Id);
+        WriteString(output, AggregateTypeTag, aggregateType);
+        WriteString(output, AggregateIdTag, aggregateId);
+        WriteString(output, EventTypeTag, eventType);
+        if (row.Payload is { Length: > 0 })
         {
             output.WriteRawTag(PayloadTag);
-            output.WriteBytes(UnsafeByteOperations.UnsafeWrap(e.Payload));
+            output.WriteBytes(UnsafeByteOperations.UnsafeWrap(row.Payload));
         }
-        WriteString(output, ContentTypeTag, e.PayloadContentType);
-        if (e.CreatedAt is not null)
+        WriteString(output, ContentTypeTag, contentType);
+        if (row.CreatedAt is not null)
         {
             output.WriteRawTag(CreatedAtTag);
             output.WriteLength(createdSize);
             WriteTimestamp(output, created);
         }
-        foreach (var (name, value) in e.Headers)
+        foreach (var (name, value) in headers)
         {
             output.WriteRawTag(HeaderTag);
             output.WriteLength(StringSize(name) + StringSize(value));
@@ -82,23 +70,23 @@ static class OutboxEventWriter
         }
         output.WriteRawTag(SourceTag);
         output.WriteLength(sourceSize);
-        if (e.Source.CommitLsn != 0)
+        if (source.CommitLsn != 0)
         {
             output.WriteRawTag(CommitLsnTag);
-            output.WriteUInt64(e.Source.CommitLsn);
+            output.WriteUInt64(source.CommitLsn);
         }
-        if (e.Source.Xid != 0)
+        if (source.Xid != 0)
         {
             output.WriteRawTag(TransactionIdTag);
-            output.WriteUInt32(e.Source.Xid);
+            output.WriteUInt32(source.Xid);
         }
         output.WriteRawTag(CommitTimeTag);
         output.WriteLength(commitSize);
         WriteTimestamp(output, commit);
-        if (e.Source.Origin != 0)
+        if (source.Origin != 0)
         {
             output.WriteRawTag(OriginTag);
-            output.WriteEnum((int)e.Source.Origin);
+            output.WriteEnum((int)source.Origin);
         }
         output.CheckNoSpaceLeft();
         return bytes;

@@ -25,7 +25,7 @@ public interface ICheckpointStore
 /// per key winning; written by the session's own producer, so that with Kafka transactions the checkpoint can go in the
 /// same transaction as the events.
 /// </summary>
-public sealed class KafkaCheckpointStore(KafkaOptions options, Func<string, byte[], byte[], Task> produce, Func<IAdminClient> admin) : ICheckpointStore
+public sealed class KafkaCheckpointStore(KafkaOptions options, Func<string, byte[], byte[], Task> produce, IAdminClient admin) : ICheckpointStore
 {
     static readonly TimeSpan Timeout = TimeSpan.FromSeconds(30);
     bool _topicEnsured;
@@ -121,7 +121,7 @@ public sealed class KafkaCheckpointStore(KafkaOptions options, Func<string, byte
     {
         try
         {
-            await admin().CreateTopicsAsync(
+            await admin.CreateTopicsAsync(
                 [
                     new TopicSpecification
                     {

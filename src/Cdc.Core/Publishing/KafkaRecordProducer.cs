@@ -14,7 +14,6 @@ namespace Cdc.Publishing;
 public sealed class KafkaRecordProducer : IRecordProducer
 {
     readonly IProducer<byte[], byte[]> _producer;
-    readonly Lazy<IAdminClient> _admin;
     readonly IDeliveryReports _reports;
     readonly ILogger _logger;
     bool _purgeUnavailableLogged;
@@ -37,14 +36,14 @@ public sealed class KafkaRecordProducer : IRecordProducer
             .SetStatisticsHandler((_, json) => onQueueDepth?.Invoke(QueueDepth(json)))
             .SetLogHandler((_, message) => Log(logger, message))
             .Build();
-        _admin = new(() => new DependentAdminClientBuilder(_producer.Handle).Build());
+        Admin = new DependentAdminClientBuilder(_producer.Handle).Build();
     }
 
     /// <summary>
     /// An admin client on the producer's connections, one for the producer's life: disposing one waits for its polling
     /// loop (up to 100 ms), which made every metadata question (the start's among them) take that long.
     /// </summary>
-    public IAdminClient Admin => _admin.Value;
+    public IAdminClient Admin { get; }
 
     /// <summary>The connector's producer settings, then the user's <c>Cdc:Kafka:Producer:*</c> overrides as is.</summary>
     public static ProducerConfig ProducerConfig(KafkaOptions options)
@@ -126,9 +125,7 @@ public sealed class KafkaRecordProducer : IRecordProducer
 
     public void Dispose()
     {
-        // The dependent admin client first: it polls through the producer's handle.
-        if (_admin.IsValueCreated)
-            _admin.Value.Dispose();
+        Admin.Dispose(); // first: it polls through the producer's handle
         _producer.Dispose();
     }
 

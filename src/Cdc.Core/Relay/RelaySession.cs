@@ -94,7 +94,7 @@ sealed class RelaySession : IRelaySession
         });
         _checkpoints = new KafkaCheckpointStore(options.Kafka,
             async (topic, key, value) => await _plainProducer.Value.ProduceAsync(topic, new Message<byte[], byte[]> { Key = key, Value = value }),
-            () => _producer.Admin);
+            _producer.Admin);
         if (exactlyOnce)
         {
             var timeout = options.Kafka.Producer.TryGetValue("transaction.timeout.ms", out var ms) && int.TryParse(ms, out var t) ? t : 60_000;

@@ -19,17 +19,20 @@ public class OutboxEventWriterTests
         new(2026, 11, 30, 8, 0, 0, 1, DateTimeKind.Utc), new(2000, 1, 1, 0, 0, 1, DateTimeKind.Utc),
     ];
 
-    static OutboxEvent Generated(OutboxEventWriter.Fields f)
+    /// <summary>What the writer is given: a row, its content type and headers, and its transaction.</summary>
+    sealed record Fields(OutboxRow Row, string PayloadContentType, List<KeyValuePair<string, string>> Headers, TransactionInfo Source);
+
+    static OutboxEvent Generated(Fields f)
     {
         var evt = new OutboxEvent
         {
-            Id = f.Id,
-            AggregateType = f.AggregateType,
-            AggregateId = f.AggregateId,
-            EventType = f.EventType,
-            Payload = f.Payload is null ? ByteString.Empty : ByteString.CopyFrom(f.Payload),
+            Id = f.Row.Id,
+            AggregateType = f.Row.AggregateType ?? "",
+            AggregateId = f.Row.AggregateId ?? "",
+            EventType = f.Row.EventType ?? "",
+            Payload = f.Row.Payload is null ? ByteString.Empty : ByteString.CopyFrom(f.Row.Payload),
             PayloadContentType = f.PayloadContentType,
-            CreatedAt = f.CreatedAt is { } c ? Timestamp.FromDateTime(c) : null,
+            CreatedAt = f.Row.CreatedAt is { } c ? Timestamp.FromDateTime(c) : null,
             Source = new Source
             {
                 CommitLsn = f.Source.CommitLsn,
@@ -60,24 +63,23 @@ public class OutboxEventWriterTests
                     headers.Add(new(name, Text()));
             }
             var payloadLength = new[] { -1, 0, 1, 127, 128, 16_383, 16_384, 300_000 }[random.Next(8)];
-            var fields = new OutboxEventWriter.Fields
+            var row = new OutboxRow
             {
                 Id = i % 5 == 0 ? "" : Guid.NewGuid().ToString(),
-                AggregateType = Text(),
-                AggregateId = Text(),
-                EventType = Text(),
+                // A NULL column is an empty string in the event, as the mapper makes it.
+                AggregateType = random.Next(6) == 0 ? null : Text(),
+                AggregateId = random.Next(6) == 0 ? null : Text(),
+                EventType = random.Next(6) == 0 ? null : Text(),
                 Payload = payloadLength < 0 ? null : [.. Enumerable.Range(0, payloadLength).Select(b => (byte)b)],
-                PayloadContentType = Text(),
                 CreatedAt = random.Next(5) == 0 ? null : Times[random.Next(Times.Length)],
-                Headers = headers,
-                Source = new TransactionInfo(
-                    new ulong[] { 0, 1, 0x16B3748, ulong.MaxValue }[random.Next(4)],
-                    new uint[] { 0, 1, 3_000_000_000, uint.MaxValue }[random.Next(4)],
-                    Times[random.Next(Times.Length)],
-                    (Origin)random.Next(5)),
             };
+            var fields = new Fields(row, Text(), headers, new TransactionInfo(
+                new ulong[] { 0, 1, 0x16B3748, ulong.MaxValue }[random.Next(4)],
+                new uint[] { 0, 1, 3_000_000_000, uint.MaxValue }[random.Next(4)],
+                Times[random.Next(Times.Length)],
+                (Origin)random.Next(5)));
 
-            var written = OutboxEventWriter.Write(fields);
+            var written = OutboxEventWriter.Write(row, fields.PayloadContentType, headers, fields.Source);
 
             Assert.Equal(Generated(fields).ToByteArray(), written);
             Assert.Equal(Generated(fields), OutboxEvent.Parser.ParseFrom(written));

@@ -63,8 +63,8 @@ static class InsertMessage
 {
     public static uint ReadRelationId(ref PgOutputReader message) => message.UInt32();
 
-    /// <summary>The kinds of a tuple's column value.</summary>
-    public const byte Null = (byte)'n', UnchangedToast = (byte)'u', Text = (byte)'t', Binary = (byte)'b';
+    /// <summary>The kinds of a tuple's column value without a value; the others ('t' text, 'b' binary) are counted bytes.</summary>
+    public const byte Null = (byte)'n', UnchangedToast = (byte)'u';
 
     /// <summary>Reads up to the tuple's column count; after it come the columns, each a kind and (text, binary) a counted value.</summary>
     public static int ReadColumnCount(ref PgOutputReader message)

@@ -16,7 +16,6 @@ ref struct PgOutputReader(ReadOnlySpan<byte> message)
     public short Int16() => BinaryPrimitives.ReadInt16BigEndian(Take(2));
     public int Int32() => BinaryPrimitives.ReadInt32BigEndian(Take(4));
     public uint UInt32() => BinaryPrimitives.ReadUInt32BigEndian(Take(4));
-    public long Int64() => BinaryPrimitives.ReadInt64BigEndian(Take(8));
     public ulong UInt64() => BinaryPrimitives.ReadUInt64BigEndian(Take(8));
 
     /// <summary>A NUL-terminated string (names: UTF-8, the server's encoding as the connection asks for it).</summary>
@@ -40,8 +39,6 @@ ref struct PgOutputReader(ReadOnlySpan<byte> message)
         return taken;
     }
 
-    /// <summary>A timestamp of the protocol: microseconds since 2000-01-01 UTC.</summary>
-    public DateTime Timestamp() => PostgresEpoch.AddTicks(Int64() * 10);
-
-    static readonly DateTime PostgresEpoch = new(2000, 1, 1, 0, 0, 0, DateTimeKind.Utc);
+    /// <summary>A timestamp of the protocol: timestamptz's binary form (microseconds since 2000-01-01 UTC).</summary>
+    public DateTime Timestamp() => OutboxRowReader.TimestampTz(Take(8), "the commit time");
 }
